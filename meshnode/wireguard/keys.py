@@ -68,7 +68,6 @@ def from_base64(text: str) -> bytes:
     return base64.b64decode(raw, validate=True)
 
 
-
 def to_hex(key: bytes) -> str:
     return key.hex()
 

@@ -1,0 +1,673 @@
+"""The device state machine: one WireGuard interface's peers, sessions and timers.
+
+Fed datagrams from the network (`receive`), inner packets from the TUN
+(`send`) and the passing of time (`handle_timers`), it returns inner packets
+to deliver and queues datagrams to send, which the runtime drains with
+`datagrams_to_send()`. It never blocks, sleeps or reads a clock: `now` is a
+monotonic time in seconds, and `epoch` turns it into Unix time where the
+protocol needs wall time (handshake timestamps, last-handshake times).
+
+The order of effects follows wireguard-go (device/receive.go, send.go,
+timers.go) so that both behave alike on the wire.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import random
+from collections import Counter
+
+from cryptography.exceptions import InvalidTag
+
+from . import messages as m
+from .allowedips import AllowedIPs, Network
+from .constants import (
+    DEFAULT_MTU,
+    KEEPALIVE_TIMEOUT,
+    MAX_TIMER_HANDSHAKES,
+    PADDING_MULTIPLE,
+    QUEUE_STAGED_SIZE,
+    REJECT_AFTER_MESSAGES,
+    REJECT_AFTER_TIME,
+    REKEY_AFTER_MESSAGES,
+    REKEY_AFTER_TIME,
+    REKEY_TIMEOUT,
+    REKEY_TIMEOUT_JITTER_MAX_MS,
+    UNDER_LOAD_AFTER_TIME,
+)
+from .cookie import CookieChecker
+from .keypair import Keypair
+from .keys import is_low_order
+from .noise import (
+    Handshake,
+    HandshakeError,
+    StaticIdentity,
+    consume_initiation,
+    consume_response,
+    create_initiation,
+    create_response,
+    derive_transport_keys,
+    precompute_static_static,
+)
+from .peer import Endpoint, Peer
+from .ratelimit import RateLimiter
+from .timers import Timer, TimerQueue
+
+_NONCE_PREFIX = b"\x00\x00\x00\x00"
+_ZERO_PADDING = bytes(PADDING_MULTIPLE)
+
+
+class Drop(enum.StrEnum):
+    """Why a datagram or packet was not delivered; the device counts each."""
+
+    MALFORMED = "malformed"  # wrong size for its type, or too short
+    UNKNOWN_TYPE = "unknown_type"
+    NO_PRIVATE_KEY = "no_private_key"
+    INVALID_MAC1 = "invalid_mac1"
+    COOKIE_SENT = "cookie_sent"  # under load without a valid mac2: answered with a cookie
+    RATE_LIMITED = "rate_limited"
+    HANDSHAKE_DECRYPT = "handshake_decrypt"
+    UNKNOWN_PEER = "unknown_peer"
+    BAD_PEER_KEY = "bad_peer_key"
+    REPLAYED_INITIATION = "replayed_initiation"
+    INITIATION_FLOOD = "initiation_flood"
+    NO_HANDSHAKE = "no_handshake"  # a response or cookie reply for no initiation of ours
+    INVALID_COOKIE = "invalid_cookie"
+    UNKNOWN_INDEX = "unknown_index"
+    EXPIRED_KEYPAIR = "expired_keypair"
+    DECRYPT = "decrypt"
+    REPLAYED = "replayed"
+    INNER_MALFORMED = "inner_malformed"
+    DISALLOWED_SOURCE = "disallowed_source"
+    NO_ROUTE = "no_route"  # an outgoing packet towards an address no peer owns
+    NO_ENDPOINT = "no_endpoint"
+    STAGED_OVERFLOW = "staged_overflow"
+    HANDSHAKE_GAVE_UP = "handshake_gave_up"
+
+
+class ConfigError(ValueError):
+    """A configuration change the device refuses; nothing was changed."""
+
+
+def _endpoint_bytes(endpoint: Endpoint) -> bytes:
+    """A stable byte form of a source address, for binding cookies to it."""
+    return repr(endpoint[:2]).encode()
+
+
+class Device:
+    def __init__(
+        self,
+        private_key: bytes | None = None,
+        *,
+        mtu: int = DEFAULT_MTU,
+        epoch: float = 0.0,
+        rng: random.Random | None = None,
+        under_load_threshold: int = 512,
+    ) -> None:
+        self.mtu = mtu
+        self.epoch = epoch  # Unix time at now == 0
+        self.listen_port = 0
+        self.fwmark = 0
+        self.identity: StaticIdentity | None = None
+        self.cookie_checker: CookieChecker | None = None
+        self.peers: dict[bytes, Peer] = {}
+        self.allowed_ips: AllowedIPs[Peer] = AllowedIPs()
+        self.rate_limiter = RateLimiter()
+        self.timers = TimerQueue()
+        self.drops: Counter[Drop] = Counter()
+        self._rng = rng or random.Random(os.urandom(16))
+        self._outbox: list[tuple[bytes, Endpoint]] = []
+        self._handshakes: dict[int, Peer] = {}  # local index -> peer awaiting a reply
+        self._keypairs: dict[int, Keypair] = {}  # local index -> session
+        # Handshake messages in the current one-second window, to detect load.
+        self.under_load_threshold = under_load_threshold
+        self._load_window_start = float("-inf")
+        self._load_window_count = 0
+        self._under_load_until = float("-inf")
+        if private_key is not None:
+            self.set_private_key(private_key, 0.0)
+
+    # ---------------------------------------------------------------- config
+
+    @property
+    def public_key(self) -> bytes | None:
+        return None if self.identity is None else self.identity.public_key
+
+    def set_private_key(self, private_key: bytes | None, now: float) -> None:
+        """Change identity; sessions made under the old key can no longer be used."""
+        if self.identity is not None and private_key is not None:
+            current = self.identity.private_key.private_bytes_raw()
+            if current == private_key:
+                return
+        if private_key is None:
+            self.identity = None
+            self.cookie_checker = None
+        else:
+            self.identity = StaticIdentity.from_private_bytes(private_key)
+            self.cookie_checker = CookieChecker(self.identity.public_key)
+            own = self.peers.get(self.identity.public_key)
+            if own is not None:
+                self.remove_peer(own.public_key)
+        for peer in self.peers.values():
+            hs = peer.handshake
+            hs.precomputed_static_static = precompute_static_static(self.identity, hs.remote_static)
+            self._expire_current_keypairs(peer, now)
+
+    def add_peer(self, public_key: bytes) -> Peer:
+        """Add a peer (or return the existing one with this key)."""
+        existing = self.peers.get(public_key)
+        if existing is not None:
+            return existing
+        if len(public_key) != 32:
+            raise ConfigError("a public key is 32 bytes")
+        if is_low_order(public_key):
+            raise ConfigError("public key is a low-order point (no shared secret is possible)")
+        if self.identity is not None and public_key == self.identity.public_key:
+            raise ConfigError("public key is this interface's own")
+        peer = Peer(public_key, self.identity)
+        self.peers[public_key] = peer
+        return peer
+
+    def remove_peer(self, public_key: bytes) -> None:
+        peer = self.peers.pop(public_key, None)
+        if peer is None:
+            return
+        self.allowed_ips.remove_peer(peer)
+        self._zero_and_flush(peer)
+        for timer in Timer:
+            TimerQueue.cancel(peer, timer)
+        peer.removed = True
+
+    def remove_all_peers(self) -> None:
+        for public_key in list(self.peers):
+            self.remove_peer(public_key)
+
+    def set_preshared_key(self, peer: Peer, psk: bytes) -> None:
+        if len(psk) != 32:
+            raise ConfigError("a preshared key is 32 bytes")
+        peer.handshake.preshared_key = psk
+
+    def set_endpoint(self, peer: Peer, endpoint: Endpoint | None) -> None:
+        peer.endpoint = endpoint
+
+    def set_persistent_keepalive(self, peer: Peer, interval: int, now: float) -> None:
+        """Set the interval in seconds (0 is off); turning it on sends a keepalive at once."""
+        if not 0 <= interval <= 65535:
+            raise ConfigError("persistent keepalive interval must be 0 to 65535 seconds")
+        was_off = peer.persistent_keepalive == 0
+        peer.persistent_keepalive = interval
+        if interval == 0:
+            TimerQueue.cancel(peer, Timer.PERSISTENT_KEEPALIVE)
+        elif was_off:
+            self.send_keepalive(peer, now)
+
+    def add_allowed_ip(self, peer: Peer, network: Network) -> None:
+        self.allowed_ips.insert(network, peer)
+
+    def clear_allowed_ips(self, peer: Peer) -> None:
+        self.allowed_ips.remove_peer(peer)
+
+    # ---------------------------------------------------------------- output
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
+        """Take the datagrams queued since the last call, oldest first."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When `handle_timers` next has work to do, or None if never."""
+        return self.timers.next_deadline()
+
+    # ---------------------------------------------------------------- receive
+
+    def receive(self, datagram: bytes, source: Endpoint, now: float) -> bytes | None:
+        """Process one datagram from source; return an inner packet to deliver, if any."""
+        header = datagram[:4]
+        size = len(datagram)
+        if header == m.HEADER_TRANSPORT:
+            if size < m.TRANSPORT_MIN_SIZE:
+                return self._drop(Drop.MALFORMED)
+            return self._receive_transport(datagram, source, now)
+        if header == m.HEADER_INITIATION:
+            expected = m.INITIATION_SIZE
+        elif header == m.HEADER_RESPONSE:
+            expected = m.RESPONSE_SIZE
+        elif header == m.HEADER_COOKIE_REPLY:
+            expected = m.COOKIE_REPLY_SIZE
+        else:
+            return self._drop(Drop.UNKNOWN_TYPE)
+        if size != expected:
+            return self._drop(Drop.MALFORMED)
+        self._receive_handshake(bytes(datagram), source, now)
+        return None
+
+    def _drop(self, reason: Drop) -> None:
+        self.drops[reason] += 1
+
+    def is_under_load(self, now: float) -> bool:
+        return now < self._under_load_until
+
+    def mark_under_load(self, now: float) -> None:
+        """The runtime saw a backlog of handshake messages: demand cookies for a while."""
+        self._under_load_until = now + UNDER_LOAD_AFTER_TIME
+
+    def _count_handshake_load(self, now: float) -> None:
+        if now - self._load_window_start >= 1.0:
+            self._load_window_start = now
+            self._load_window_count = 0
+        self._load_window_count += 1
+        if self._load_window_count > self.under_load_threshold:
+            self.mark_under_load(now)
+
+    def _receive_handshake(self, message: bytes, source: Endpoint, now: float) -> None:
+        checker = self.cookie_checker
+        if checker is None or self.identity is None:
+            return self._drop(Drop.NO_PRIVATE_KEY)
+        kind = message[0]
+        if kind == m.MESSAGE_COOKIE_REPLY:
+            _, receiver, _, _ = m.COOKIE_REPLY.unpack(message)
+            peer = self._handshakes.get(receiver)
+            if peer is None:
+                return self._drop(Drop.NO_HANDSHAKE)
+            if not peer.cookies.consume_reply(message, now):
+                return self._drop(Drop.INVALID_COOKIE)
+            return None
+
+        if not checker.check_mac1(message):
+            return self._drop(Drop.INVALID_MAC1)
+        self._count_handshake_load(now)
+        if self.is_under_load(now):
+            source_bytes = _endpoint_bytes(source)
+            if not checker.check_mac2(message, source_bytes, now):
+                sender = int.from_bytes(message[4:8], "little")
+                reply = checker.create_reply(message, sender, source_bytes, now)
+                self._outbox.append((reply, source))
+                return self._drop(Drop.COOKIE_SENT)
+            if not self.rate_limiter.allow(source[0], now):
+                return self._drop(Drop.RATE_LIMITED)
+
+        if kind == m.MESSAGE_INITIATION:
+            self._receive_initiation(message, source, now)
+        else:
+            self._receive_response(message, source, now)
+        return None
+
+    def _receive_initiation(self, message: bytes, source: Endpoint, now: float) -> None:
+        assert self.identity is not None
+        found: list[Peer] = []
+
+        def find(remote_static: bytes) -> Handshake | None:
+            peer = self.peers.get(remote_static)
+            if peer is None:
+                return None
+            found.append(peer)
+            return peer.handshake
+
+        try:
+            consume_initiation(self.identity, message, find, now)
+        except HandshakeError as exc:
+            return self._drop(Drop(exc.reason))
+        peer = found[0]
+        self._timers_any_authenticated_packet_traversal(peer, now)
+        self._timers_any_authenticated_packet_received(peer)
+        peer.endpoint = source
+        peer.rx_bytes += len(message)
+        self._send_response(peer, now)
+        return None
+
+    def _receive_response(self, message: bytes, source: Endpoint, now: float) -> None:
+        assert self.identity is not None
+        receiver = int.from_bytes(message[8:12], "little")
+        peer = self._handshakes.get(receiver)
+        if peer is None:
+            return self._drop(Drop.NO_HANDSHAKE)
+        try:
+            consume_response(self.identity, peer.handshake, message)
+        except HandshakeError as exc:
+            return self._drop(Drop(exc.reason))
+        peer.endpoint = source
+        peer.rx_bytes += len(message)
+        self._timers_any_authenticated_packet_traversal(peer, now)
+        self._timers_any_authenticated_packet_received(peer)
+        self._begin_session(peer, now)
+        self._timers_handshake_complete(peer, now)
+        self.send_keepalive(peer, now)
+        return None
+
+    def _receive_transport(self, datagram: bytes, source: Endpoint, now: float) -> bytes | None:
+        _, receiver, counter = m.TRANSPORT_HEADER.unpack_from(datagram)
+        keypair = self._keypairs.get(receiver)
+        if keypair is None:
+            return self._drop(Drop.UNKNOWN_INDEX)
+        if now - keypair.created > REJECT_AFTER_TIME:
+            return self._drop(Drop.EXPIRED_KEYPAIR)
+        if counter >= REJECT_AFTER_MESSAGES:
+            return self._drop(Drop.REPLAYED)
+        try:
+            packet = keypair.receive_aead.decrypt(
+                _NONCE_PREFIX + datagram[8:16], datagram[16:], None
+            )
+        except InvalidTag:
+            return self._drop(Drop.DECRYPT)
+        if not keypair.replay.accept(counter, REJECT_AFTER_MESSAGES):
+            return self._drop(Drop.REPLAYED)
+
+        peer = keypair.peer
+        peer.endpoint = source
+        if keypair is peer.keypairs.next:
+            self._promote_next_keypair(peer)
+            self._timers_handshake_complete(peer, now)
+            self._send_staged(peer, now)
+        self._keep_key_fresh_receiving(peer, now)
+        self._timers_any_authenticated_packet_traversal(peer, now)
+        self._timers_any_authenticated_packet_received(peer)
+        peer.rx_bytes += len(datagram)
+        if not packet:
+            return None  # keepalive
+        self._timers_data_received(peer, now)
+        return self._check_inner(peer, packet)
+
+    def _check_inner(self, peer: Peer, packet: bytes) -> bytes | None:
+        """Trim padding, and deliver only if the inner source belongs to this peer."""
+        version = packet[0] >> 4
+        if version == 4:
+            if len(packet) < 20:
+                return self._drop(Drop.INNER_MALFORMED)
+            length = int.from_bytes(packet[2:4], "big")
+            if length > len(packet) or length < 20:
+                return self._drop(Drop.INNER_MALFORMED)
+            owner = self.allowed_ips.lookup_v4(int.from_bytes(packet[12:16], "big"))
+        elif version == 6:
+            if len(packet) < 40:
+                return self._drop(Drop.INNER_MALFORMED)
+            length = int.from_bytes(packet[4:6], "big") + 40
+            if length > len(packet):
+                return self._drop(Drop.INNER_MALFORMED)
+            owner = self.allowed_ips.lookup_v6(int.from_bytes(packet[8:24], "big"))
+        else:
+            return self._drop(Drop.INNER_MALFORMED)
+        if owner is not peer:
+            return self._drop(Drop.DISALLOWED_SOURCE)
+        return packet if length == len(packet) else packet[:length]
+
+    # ---------------------------------------------------------------- send
+
+    def send(self, packet: bytes, now: float) -> None:
+        """Route one inner packet by its destination and encrypt it, or stage it."""
+        version = packet[0] >> 4 if packet else 0
+        if version == 4 and len(packet) >= 20:
+            peer = self.allowed_ips.lookup_v4(int.from_bytes(packet[16:20], "big"))
+        elif version == 6 and len(packet) >= 40:
+            peer = self.allowed_ips.lookup_v6(int.from_bytes(packet[24:40], "big"))
+        else:
+            return self._drop(Drop.INNER_MALFORMED)
+        if peer is None:
+            return self._drop(Drop.NO_ROUTE)
+        self._stage(peer, packet)
+        self._send_staged(peer, now)
+        return None
+
+    def send_keepalive(self, peer: Peer, now: float) -> None:
+        if not peer.staged:
+            peer.staged.append(b"")
+        self._send_staged(peer, now)
+
+    def _stage(self, peer: Peer, packet: bytes) -> None:
+        if len(peer.staged) >= QUEUE_STAGED_SIZE:
+            peer.staged.popleft()
+            self._drop(Drop.STAGED_OVERFLOW)
+        peer.staged.append(packet)
+
+    def _send_staged(self, peer: Peer, now: float) -> None:
+        if not peer.staged:
+            return
+        keypair = peer.keypairs.current
+        if (
+            keypair is None
+            or keypair.send_counter >= REJECT_AFTER_MESSAGES
+            or now - keypair.created >= REJECT_AFTER_TIME
+        ):
+            self._send_initiation(peer, now, is_retry=False)
+            return
+        data_sent = False
+        staged = peer.staged
+        while staged:
+            if keypair.send_counter >= REJECT_AFTER_MESSAGES:
+                self._send_initiation(peer, now, is_retry=False)
+                return
+            packet = staged.popleft()
+            if packet:
+                data_sent = True
+            self._transmit(peer, self._seal(keypair, packet))
+        self._timers_any_authenticated_packet_traversal(peer, now)
+        self._timers_any_authenticated_packet_sent(peer)
+        if data_sent:
+            self._timers_data_sent(peer, now)
+        self._keep_key_fresh_sending(peer, now)
+
+    def _seal(self, keypair: Keypair, packet: bytes) -> bytes:
+        counter = keypair.send_counter
+        keypair.send_counter = counter + 1
+        size = len(packet)
+        mtu = self.mtu
+        last_unit = size % mtu if mtu and size > mtu else size
+        padded = (last_unit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)
+        if mtu and padded > mtu:
+            padded = mtu
+        if padded != last_unit:
+            packet = packet + _ZERO_PADDING[: padded - last_unit]
+        counter_bytes = counter.to_bytes(8, "little")
+        sealed = keypair.send_aead.encrypt(_NONCE_PREFIX + counter_bytes, packet, None)
+        return (
+            m.HEADER_TRANSPORT + keypair.remote_index.to_bytes(4, "little") + counter_bytes + sealed
+        )
+
+    def _transmit(self, peer: Peer, datagram: bytes) -> None:
+        endpoint = peer.endpoint
+        if endpoint is None:
+            self._drop(Drop.NO_ENDPOINT)
+            return
+        self._outbox.append((datagram, endpoint))
+        peer.tx_bytes += len(datagram)
+
+    # ---------------------------------------------------------------- handshakes
+
+    def _new_index(self) -> int:
+        while True:
+            index = int.from_bytes(os.urandom(4), "little")
+            if index not in self._handshakes and index not in self._keypairs:
+                return index
+
+    def _forget_handshake_index(self, peer: Peer) -> None:
+        index = peer.handshake.local_index
+        if index and self._handshakes.get(index) is peer:
+            del self._handshakes[index]
+
+    def _send_initiation(self, peer: Peer, now: float, is_retry: bool) -> None:
+        if not is_retry:
+            peer.handshake_attempts = 0
+        last = peer.last_sent_handshake
+        if last is not None and now - last < REKEY_TIMEOUT:
+            return
+        if self.identity is None:
+            return
+        peer.last_sent_handshake = now
+        self._forget_handshake_index(peer)
+        index = self._new_index()
+        try:
+            message = create_initiation(self.identity, peer.handshake, index, self.epoch + now)
+        except HandshakeError as exc:
+            self._drop(Drop(exc.reason))
+            return
+        self._handshakes[index] = peer
+        peer.cookies.add_macs(message, now)
+        self._timers_any_authenticated_packet_traversal(peer, now)
+        self._timers_any_authenticated_packet_sent(peer)
+        self._transmit(peer, bytes(message))
+        self._timers_handshake_initiated(peer, now)
+
+    def _send_response(self, peer: Peer, now: float) -> None:
+        peer.last_sent_handshake = now
+        self._forget_handshake_index(peer)
+        index = self._new_index()
+        try:
+            message = create_response(peer.handshake, index)
+        except HandshakeError as exc:
+            self._drop(Drop(exc.reason))
+            return
+        self._handshakes[index] = peer
+        peer.cookies.add_macs(message, now)
+        self._begin_session(peer, now)
+        self._timers_any_authenticated_packet_traversal(peer, now)
+        self._timers_any_authenticated_packet_sent(peer)
+        self._transmit(peer, bytes(message))
+
+    def _begin_session(self, peer: Peer, now: float) -> None:
+        keys = derive_transport_keys(peer.handshake)
+        keypair = Keypair(
+            peer, keys.send, keys.receive, keys.initiator, keys.local_index, keys.remote_index, now
+        )
+        self._handshakes.pop(keys.local_index, None)
+        self._keypairs[keys.local_index] = keypair
+        kps = peer.keypairs
+        previous, current, pending = kps.previous, kps.current, kps.next
+        if keys.initiator:
+            if pending is not None:
+                kps.next = None
+                kps.previous = pending
+                self._delete_keypair(current)
+            else:
+                kps.previous = current
+            self._delete_keypair(previous)
+            kps.current = keypair
+        else:
+            kps.next = keypair
+            self._delete_keypair(pending)
+            kps.previous = None
+            self._delete_keypair(previous)
+        self._timers_session_derived(peer, now)
+
+    def _promote_next_keypair(self, peer: Peer) -> None:
+        kps = peer.keypairs
+        self._delete_keypair(kps.previous)
+        kps.previous = kps.current
+        kps.current = kps.next
+        kps.next = None
+
+    def _delete_keypair(self, keypair: Keypair | None) -> None:
+        if keypair is not None and self._keypairs.get(keypair.local_index) is keypair:
+            del self._keypairs[keypair.local_index]
+
+    def _expire_current_keypairs(self, peer: Peer, now: float) -> None:
+        """After a key change: no more sending on old sessions, and rekey right away."""
+        self._forget_handshake_index(peer)
+        peer.handshake.clear()
+        peer.last_sent_handshake = now - REKEY_TIMEOUT - 1.0
+        for keypair in (peer.keypairs.current, peer.keypairs.next):
+            if keypair is not None:
+                keypair.send_counter = REJECT_AFTER_MESSAGES
+
+    def _zero_and_flush(self, peer: Peer) -> None:
+        kps = peer.keypairs
+        for keypair in kps.all():
+            self._delete_keypair(keypair)
+        kps.previous = kps.current = kps.next = None
+        self._forget_handshake_index(peer)
+        peer.handshake.clear()
+        self._flush_staged(peer)
+
+    def _flush_staged(self, peer: Peer) -> None:
+        dropped = sum(1 for packet in peer.staged if packet)
+        if dropped:
+            self.drops[Drop.HANDSHAKE_GAVE_UP] += dropped
+        peer.staged.clear()
+
+    def _keep_key_fresh_sending(self, peer: Peer, now: float) -> None:
+        keypair = peer.keypairs.current
+        if keypair is None:
+            return
+        if keypair.send_counter > REKEY_AFTER_MESSAGES or (
+            keypair.initiator and now - keypair.created > REKEY_AFTER_TIME
+        ):
+            self._send_initiation(peer, now, is_retry=False)
+
+    def _keep_key_fresh_receiving(self, peer: Peer, now: float) -> None:
+        if peer.sent_last_minute_handshake:
+            return
+        keypair = peer.keypairs.current
+        if (
+            keypair is not None
+            and keypair.initiator
+            and now - keypair.created > REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
+        ):
+            peer.sent_last_minute_handshake = True
+            self._send_initiation(peer, now, is_retry=False)
+
+    # ---------------------------------------------------------------- timers
+
+    def handle_timers(self, now: float) -> None:
+        """Fire every timer whose deadline is at or before now."""
+        for owner, timer in self.timers.expired(now):
+            peer = owner
+            assert isinstance(peer, Peer)
+            if peer.removed:
+                continue
+            if timer == Timer.RETRANSMIT_HANDSHAKE:
+                self._expired_retransmit_handshake(peer, now)
+            elif timer == Timer.SEND_KEEPALIVE:
+                self.send_keepalive(peer, now)
+                if peer.need_another_keepalive:
+                    peer.need_another_keepalive = False
+                    self.timers.set(peer, Timer.SEND_KEEPALIVE, now + KEEPALIVE_TIMEOUT)
+            elif timer == Timer.NEW_HANDSHAKE:
+                self._send_initiation(peer, now, is_retry=False)
+            elif timer == Timer.ZERO_KEY_MATERIAL:
+                self._zero_and_flush(peer)
+            elif timer == Timer.PERSISTENT_KEEPALIVE and peer.persistent_keepalive > 0:
+                self.send_keepalive(peer, now)
+
+    def _expired_retransmit_handshake(self, peer: Peer, now: float) -> None:
+        if peer.handshake_attempts > MAX_TIMER_HANDSHAKES:
+            TimerQueue.cancel(peer, Timer.SEND_KEEPALIVE)
+            self._flush_staged(peer)
+            if not TimerQueue.pending(peer, Timer.ZERO_KEY_MATERIAL):
+                self.timers.set(peer, Timer.ZERO_KEY_MATERIAL, now + REJECT_AFTER_TIME * 3)
+        else:
+            peer.handshake_attempts += 1
+            self._send_initiation(peer, now, is_retry=True)
+
+    def _timers_data_sent(self, peer: Peer, now: float) -> None:
+        if not TimerQueue.pending(peer, Timer.NEW_HANDSHAKE):
+            self.timers.set(peer, Timer.NEW_HANDSHAKE, now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT)
+
+    def _timers_data_received(self, peer: Peer, now: float) -> None:
+        if not TimerQueue.pending(peer, Timer.SEND_KEEPALIVE):
+            self.timers.set(peer, Timer.SEND_KEEPALIVE, now + KEEPALIVE_TIMEOUT)
+        else:
+            peer.need_another_keepalive = True
+
+    @staticmethod
+    def _timers_any_authenticated_packet_sent(peer: Peer) -> None:
+        TimerQueue.cancel(peer, Timer.SEND_KEEPALIVE)
+
+    @staticmethod
+    def _timers_any_authenticated_packet_received(peer: Peer) -> None:
+        TimerQueue.cancel(peer, Timer.NEW_HANDSHAKE)
+
+    def _timers_handshake_initiated(self, peer: Peer, now: float) -> None:
+        jitter = self._rng.randrange(REKEY_TIMEOUT_JITTER_MAX_MS) / 1000
+        self.timers.set(peer, Timer.RETRANSMIT_HANDSHAKE, now + REKEY_TIMEOUT + jitter)
+
+    def _timers_handshake_complete(self, peer: Peer, now: float) -> None:
+        TimerQueue.cancel(peer, Timer.RETRANSMIT_HANDSHAKE)
+        peer.handshake_attempts = 0
+        peer.sent_last_minute_handshake = False
+        peer.last_handshake = self.epoch + now
+
+    def _timers_session_derived(self, peer: Peer, now: float) -> None:
+        self.timers.set(peer, Timer.ZERO_KEY_MATERIAL, now + REJECT_AFTER_TIME * 3)
+
+    def _timers_any_authenticated_packet_traversal(self, peer: Peer, now: float) -> None:
+        if peer.persistent_keepalive > 0:
+            self.timers.set(peer, Timer.PERSISTENT_KEEPALIVE, now + peer.persistent_keepalive)
