@@ -408,6 +408,10 @@ class Device:
         self._send_staged(peer, now)
         return None
 
+    def flush_staged(self, peer: Peer, now: float) -> None:
+        """Try again to send what waits for a session (after a configuration change)."""
+        self._send_staged(peer, now)
+
     def send_keepalive(self, peer: Peer, now: float) -> None:
         if not peer.staged:
             peer.staged.append(b"")

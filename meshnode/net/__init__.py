@@ -1,0 +1,1 @@
+"""OS glue: TUN devices, UDP sockets and netlink, kept thin around the core."""

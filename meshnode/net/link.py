@@ -1,0 +1,52 @@
+"""Interface settings over netlink (pyroute2), and a watch on link changes."""
+
+from __future__ import annotations
+
+import fcntl
+import socket
+import struct
+
+from pyroute2 import IPRoute
+
+SIOCGIFMTU = 0x8921
+RTMGRP_LINK = 0x1
+
+
+def configure(name: str, *, mtu: int | None = None, up: bool | None = None,
+              txqueuelen: int | None = None) -> None:  # fmt: skip
+    settings: dict[str, object] = {}
+    if mtu is not None:
+        settings["mtu"] = mtu
+    if txqueuelen is not None:
+        settings["txqlen"] = txqueuelen
+    if up is not None:
+        settings["state"] = "up" if up else "down"
+    if not settings:
+        return
+    with IPRoute() as ipr:
+        (index,) = ipr.link_lookup(ifname=name)
+        ipr.link("set", index=index, **settings)
+
+
+def delete(name: str) -> None:
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if found:
+            ipr.link("del", index=found[0])
+
+
+def mtu_of(name: str) -> int | None:
+    """The interface's MTU, or None if it no longer exists."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            result = fcntl.ioctl(s, SIOCGIFMTU, struct.pack("16si", name.encode(), 0))
+        except OSError:
+            return None
+    return struct.unpack_from("16si", result)[1]
+
+
+def link_events_socket() -> socket.socket:
+    """A non-blocking netlink socket that becomes readable on any link change."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, 0)
+    sock.bind((0, RTMGRP_LINK))
+    return sock

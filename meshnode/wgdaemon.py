@@ -1,0 +1,123 @@
+"""meshnode-wg: a userspace WireGuard daemon used exactly like wireguard-go.
+
+    meshnode-wg [-f|--foreground] INTERFACE-NAME
+
+Creates the TUN interface and the UAPI socket, then (unless -f) detaches and
+returns, so `wg` and `wg-quick` can configure it at once. It exits, removing
+both, on SIGTERM or SIGINT, when the interface is deleted, or when the socket
+file is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+
+import trio
+
+from . import __version__
+from .interface import Interface, InterfaceGone
+from .log import SILENT, Logger, level_from_env
+from .net import link
+from .net.tun import Tun, TunError
+from .uapi import server as uapi
+from .wireguard.constants import DEFAULT_MTU
+
+USAGE = "Usage: meshnode-wg [-f/--foreground] INTERFACE-NAME\n"
+# wireguard-go's variable for "I am the detached child already"
+FOREGROUND_ENV = "WG_PROCESS_FOREGROUND"
+
+
+async def run_daemon(tun: Tun, listener: socket.socket, log: Logger) -> None:
+    path = uapi.socket_path(tun.name)
+    interface = Interface(tun, log)
+    log.verbose("Device started")
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(interface.run)
+            nursery.start_soon(uapi.serve, listener, interface, path)
+            log.verbose("UAPI listener started")
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+    except* InterfaceGone:
+        log.verbose("Interface was removed")
+    except* uapi.SocketRemoved:
+        log.verbose("UAPI socket was removed")
+    finally:
+        log.verbose("Shutting down")
+
+
+def _detach(log_to_stdio: bool) -> bool:
+    """Fork; return True in the child, which goes on as the daemon."""
+    if os.fork() > 0:
+        return False
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    if not log_to_stdio:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+    os.close(devnull)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args in (["--version"], ["-v"]):
+        print(f"meshnode-wg v{__version__}\n\nUserspace WireGuard daemon for Linux.")
+        return 0
+    foreground = False
+    if args and args[0] in ("-f", "--foreground"):
+        foreground = True
+        args = args[1:]
+    if len(args) != 1:
+        sys.stderr.write(USAGE)
+        return 2
+    name = args[0]
+    foreground = foreground or os.environ.get(FOREGROUND_ENV) == "1"
+    level = level_from_env()
+    log = Logger(name, level)
+
+    try:
+        tun = Tun(name)
+    except TunError as exc:
+        log.error(f"Failed to create TUN device: {exc.strerror or exc}")
+        return 1
+    try:
+        link.configure(tun.name, mtu=DEFAULT_MTU)
+        listener = uapi.listen(tun.name)
+    except OSError as exc:
+        log.error(f"Failed to set up interface {tun.name}: {exc.strerror or exc}")
+        tun.close()
+        return 1
+
+    if not foreground:
+        log_to_stdio = "LOG_LEVEL" in os.environ and level != SILENT
+        if not _detach(log_to_stdio):
+            # the parent: the interface and socket exist; the child serves them
+            listener.close()
+            tun.close()
+            return 0
+
+    path = uapi.socket_path(tun.name)
+    inode = path.lstat().st_ino
+    try:
+        trio.run(run_daemon, tun, listener, log)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.close()
+        tun.close()  # a TUN that is not persistent disappears with its last descriptor
+        with contextlib.suppress(FileNotFoundError):
+            if path.lstat().st_ino == inode:
+                path.unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
