@@ -49,6 +49,8 @@ class Interface:
         self.device = Device(mtu=mtu, epoch=time.time() - trio.current_time())
         self.udp = UdpSockets(0)
         self.device.listen_port = self.udp.port
+        if log.verbose_enabled:
+            self.device.trace = log.verbose
         self.other_datagrams: list[tuple[Callable[[bytes], bool], DatagramHandler]] = []
         self.errors: Counter[str] = Counter()
         self._udp_scope: trio.CancelScope | None = None
@@ -188,6 +190,13 @@ class Interface:
 
     def uapi_set(self, lines: list[str]) -> None:
         """Apply a UAPI set request whole, or raise UapiError and change nothing."""
+        try:
+            self._uapi_set(lines)
+        except UapiError as exc:
+            self.log.error(f"UAPI: {exc}")
+            raise
+
+    def _uapi_set(self, lines: list[str]) -> None:
         request = parse_set(lines)
         new_udp = None
         fwmark = self.udp.fwmark if request.fwmark is None else request.fwmark

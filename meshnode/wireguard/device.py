@@ -17,6 +17,7 @@ import enum
 import os
 import random
 from collections import Counter
+from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
 
@@ -125,6 +126,9 @@ class Device:
         self._load_window_start = float("-inf")
         self._load_window_count = 0
         self._under_load_until = float("-inf")
+        # Set by a runtime that logs verbosely: called with one line per protocol
+        # event (handshakes, keepalives, timers), never per data packet.
+        self.trace: Callable[[str], None] | None = None
         if private_key is not None:
             self.set_private_key(private_key, 0.0)
 
@@ -245,6 +249,10 @@ class Device:
     def _drop(self, reason: Drop) -> None:
         self.drops[reason] += 1
 
+    def _log(self, peer: Peer, event: str) -> None:
+        if self.trace is not None:
+            self.trace(f"{peer} - {event}")
+
     def is_under_load(self, now: float) -> bool:
         return now < self._under_load_until
 
@@ -309,6 +317,7 @@ class Device:
         except HandshakeError as exc:
             return self._drop(Drop(exc.reason))
         peer = found[0]
+        self._log(peer, "Received handshake initiation")
         self._timers_any_authenticated_packet_traversal(peer, now)
         self._timers_any_authenticated_packet_received(peer)
         peer.endpoint = source
@@ -326,6 +335,7 @@ class Device:
             consume_response(self.identity, peer.handshake, message)
         except HandshakeError as exc:
             return self._drop(Drop(exc.reason))
+        self._log(peer, "Received handshake response")
         peer.endpoint = source
         peer.rx_bytes += len(message)
         self._timers_any_authenticated_packet_traversal(peer, now)
@@ -364,7 +374,9 @@ class Device:
         self._timers_any_authenticated_packet_received(peer)
         peer.rx_bytes += len(datagram)
         if not packet:
-            return None  # keepalive
+            if self.trace is not None:
+                self._log(peer, "Receiving keepalive packet")
+            return None
         self._timers_data_received(peer, now)
         return self._check_inner(peer, packet)
 
@@ -415,6 +427,8 @@ class Device:
     def send_keepalive(self, peer: Peer, now: float) -> None:
         if not peer.staged:
             peer.staged.append(b"")
+            if peer.keypairs.current is not None:
+                self._log(peer, "Sending keepalive packet")
         self._send_staged(peer, now)
 
     def _stage(self, peer: Peer, packet: bytes) -> None:
@@ -505,6 +519,7 @@ class Device:
             self._drop(Drop(exc.reason))
             return
         self._handshakes[index] = peer
+        self._log(peer, "Sending handshake initiation")
         peer.cookies.add_macs(message, now)
         self._timers_any_authenticated_packet_traversal(peer, now)
         self._timers_any_authenticated_packet_sent(peer)
@@ -521,6 +536,7 @@ class Device:
             self._drop(Drop(exc.reason))
             return
         self._handshakes[index] = peer
+        self._log(peer, "Sending handshake response")
         peer.cookies.add_macs(message, now)
         self._begin_session(peer, now)
         self._timers_any_authenticated_packet_traversal(peer, now)
@@ -625,20 +641,35 @@ class Device:
                     peer.need_another_keepalive = False
                     self.timers.set(peer, Timer.SEND_KEEPALIVE, now + KEEPALIVE_TIMEOUT)
             elif timer == Timer.NEW_HANDSHAKE:
+                self._log(
+                    peer, "Retrying handshake because we stopped hearing back after 15 seconds"
+                )
                 self._send_initiation(peer, now, is_retry=False)
             elif timer == Timer.ZERO_KEY_MATERIAL:
+                self._log(
+                    peer, "Removing all keys, since we haven't received a new one in 540 seconds"
+                )
                 self._zero_and_flush(peer)
             elif timer == Timer.PERSISTENT_KEEPALIVE and peer.persistent_keepalive > 0:
                 self.send_keepalive(peer, now)
 
     def _expired_retransmit_handshake(self, peer: Peer, now: float) -> None:
         if peer.handshake_attempts > MAX_TIMER_HANDSHAKES:
+            self._log(
+                peer,
+                f"Handshake did not complete after {MAX_TIMER_HANDSHAKES + 2} attempts, giving up",
+            )
             TimerQueue.cancel(peer, Timer.SEND_KEEPALIVE)
             self._flush_staged(peer)
             if not TimerQueue.pending(peer, Timer.ZERO_KEY_MATERIAL):
                 self.timers.set(peer, Timer.ZERO_KEY_MATERIAL, now + REJECT_AFTER_TIME * 3)
         else:
             peer.handshake_attempts += 1
+            self._log(
+                peer,
+                f"Handshake did not complete after {REKEY_TIMEOUT:.0f} seconds, "
+                f"retrying (try {peer.handshake_attempts + 1})",
+            )
             self._send_initiation(peer, now, is_retry=True)
 
     def _timers_data_sent(self, peer: Peer, now: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections import deque
 
 from .cookie import CookieGenerator
@@ -58,7 +59,9 @@ class Peer:
     def preshared_key(self) -> bytes:
         return self.handshake.preshared_key
 
-    def __repr__(self) -> str:
-        import base64
+    def __str__(self) -> str:
+        """As wireguard-go names peers in its log: peer(abcd…wxyz)."""
+        b64 = base64.b64encode(self.public_key).decode()
+        return f"peer({b64[:4]}…{b64[39:43]})"
 
-        return f"<Peer {base64.b64encode(self.public_key).decode()[:8]}…>"
+    __repr__ = __str__
