@@ -96,7 +96,8 @@ class AllowedIPs(Generic[P]):
         """Remove network if peer holds it; tell whether it did."""
         key = (network.version, int(network.network_address), network.prefixlen)
         family = self._family(key[0])
-        if family.owner(key[1], key[2]) is not peer:
+        owner = family.owner(key[1], key[2])
+        if owner is None or owner is not peer:
             return False
         family.remove(key[1], key[2])
         del self._by_peer[peer][key]
