@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import NamedTuple, TextIO
 
 from . import __version__
+from .wgtool import commands as wgtool
 from .wireguard.keys import (
     BASE64_LEN,
     KeyFormatError,
@@ -116,6 +117,25 @@ def pubkey(argv: list[str]) -> int:
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
+    # wg's configuration commands, in wg's order (meshnode.wgtool)
+    "show": Subcommand(wgtool.show_main, "Shows the current configuration and device information"),
+    "showconf": Subcommand(
+        wgtool.showconf_main,
+        "Shows the current configuration of a given WireGuard interface, for use with `setconf'",
+    ),
+    "set": Subcommand(
+        wgtool.set_main,
+        "Change the current configuration, add peers, remove peers, or change peers",
+    ),
+    "setconf": Subcommand(
+        wgtool.setconf_main, "Applies a configuration file to a WireGuard interface"
+    ),
+    "addconf": Subcommand(
+        wgtool.setconf_main, "Appends a configuration file to a WireGuard interface"
+    ),
+    "syncconf": Subcommand(
+        wgtool.setconf_main, "Synchronizes a configuration file to a WireGuard interface"
+    ),
     "genkey": Subcommand(genkey, "Generates a new private key and writes it to stdout"),
     "genpsk": Subcommand(genpsk, "Generates a new preshared key and writes it to stdout"),
     "pubkey": Subcommand(

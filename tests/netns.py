@@ -13,7 +13,7 @@ must run):
         ifname = netns_lab.ifname("wg")                  # unique, <= 15 chars
         wgd = netns_lab.start_userspace_wg(a, ifname)    # wireguard-go -f, socket ready
         a.run("wg", "show", ifname)                      # CompletedProcess, bytes, checked
-        b.run("ping", "-c1", "10.9.0.1")
+        b.run(sys.executable, "-c", "...")              # anything, inside b
 
 Other scopes: `with netns.Lab() as lab:` in a fixture of your own, after
 `netns.require_netns()`.
