@@ -37,6 +37,7 @@ from .wireguard.messages import is_wireguard
 _TUN_BATCH = 128  # packets read from the TUN per wakeup (GSO sends up to 64 at once)
 _UDP_BATCH = 64  # receive calls per wakeup (each up to 64 KiB with GRO)
 _UDP_BUFFER = 1 << 16
+_DELIVER_BATCH = 256  # inner packets gathered before writing them to the TUN
 _TXQUEUELEN = 5000  # the default 500 drops under load (PERF-NOTES)
 
 # A handler for datagrams that are not WireGuard (STUN, mesh messages later):
@@ -218,7 +219,11 @@ class Interface:
                     self._other_datagrams(view, total, segment, source)
                     continue
                 device.receive_batch(view, total, segment, source, now)
-                self._flush()
+                if len(device.inbox.records) >= _DELIVER_BATCH:
+                    self._flush()
+            # Delivering once per wakeup rather than per receive lets segments of
+            # one TCP flow that came as separate datagrams be coalesced too.
+            self._flush()
 
     def _other_datagrams(self, view: memoryview, total: int, segment: int, source: tuple) -> None:
         for start in range(0, total, segment or total):
