@@ -207,10 +207,13 @@ class Interface:
             except trio.ClosedResourceError:
                 return  # the listen port changed: the supervisor starts new readers
             now = self._now()
+            handshakes = 0
+            drained = False
             for _ in range(_UDP_BATCH):
                 try:
                     total, ancillary, _flags, source = recvmsg_into(buffers, GRO_CMSG_SPACE)
                 except BlockingIOError:
+                    drained = True
                     break
                 except ConnectionRefusedError:
                     continue  # an ICMP error for an earlier send; nothing to read
@@ -218,12 +221,18 @@ class Interface:
                 if total >= 4 and not is_wireguard(buffer[:4]):
                     self._other_datagrams(view, total, segment, source)
                     continue
+                if buffer[0] != 4:
+                    handshakes += 1
                 device.receive_batch(view, total, segment, source, now)
                 if len(device.inbox.records) >= _DELIVER_BATCH:
                     self._flush()
             # Delivering once per wakeup rather than per receive lets segments of
             # one TCP flow that came as separate datagrams be coalesced too.
             self._flush()
+            if not drained and handshakes >= _UDP_BATCH // 2:
+                # handshakes are arriving faster than we answer them: demand
+                # cookies for a while, as wireguard-go does when its queue backs up
+                device.mark_under_load(now)
 
     def _other_datagrams(self, view: memoryview, total: int, segment: int, source: tuple) -> None:
         for start in range(0, total, segment or total):
