@@ -119,16 +119,20 @@ class Interface:
         return trio.current_time()
 
     def _flush(self) -> None:
-        """Send what the device queued and deliver what it decrypted."""
+        """Send what the device queued and deliver what it decrypted; wake the
+        timer loop if this batch made a deadline earlier than the one it sleeps to."""
+        self._send_and_deliver()
+        deadline = self.device.next_deadline()
+        if deadline is not None and deadline < self._sleeping_until:
+            self._timer_wakeup.set()
+
+    def _send_and_deliver(self) -> None:
         device = self.device
         if device.outbox.records:
             self.udp.send_outbox(device.outbox)
             device.outbox.clear()
         if device.inbox.records:
             self._deliver()
-        deadline = device.next_deadline()
-        if deadline is not None and deadline < self._sleeping_until:
-            self._timer_wakeup.set()
 
     def _deliver(self) -> None:
         inbox = self.device.inbox
@@ -252,9 +256,10 @@ class Interface:
             with trio.move_on_at(self._sleeping_until):
                 await self._timer_wakeup.wait()
             self._timer_wakeup = trio.Event()
-            self._sleeping_until = float("inf")
             device.handle_timers(self._now())
-            self._flush()
+            # no _flush here: this loop reads the next deadline itself, and
+            # waking itself would make it spin
+            self._send_and_deliver()
 
     async def _link_watch(self) -> None:
         """Follow MTU changes (padding depends on it) and notice the TUN vanishing."""
