@@ -5,8 +5,11 @@ timer loop, the link watch and (when given a listener) the UAPI server. When
 the nursery exits, for whatever reason, the sockets close and the TUN goes.
 
 The data path never awaits per packet: after each wakeup a reader drains its
-file descriptor until it would block, hands every packet to the device, and
-sends what the device queued, all before it waits again.
+file descriptor until it would block (or a batch is full), hands the batch to
+the device, and sends what the device queued, all before it waits again. The
+device writes into reusable buffers (its Outbox and Inbox); the UDP side sends
+runs of datagrams with GSO and receives them with GRO; the TUN side writes
+consecutive TCP segments as one GSO super-packet (net/offload.py).
 """
 
 from __future__ import annotations
@@ -17,24 +20,54 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import trio
 
 from .log import Logger
 from .net import link
+from .net.offload import DATA_VALID_HEADER, VNET_HDR_LEN, coalesce
 from .net.tun import Tun
-from .net.udp import UdpSockets
+from .net.udp import GRO_CMSG_SPACE, UdpSockets, gro_segment
 from .uapi.protocol import UapiError, apply_set, format_get, parse_set
 from .wireguard.constants import DEFAULT_MTU
 from .wireguard.device import Device
 from .wireguard.messages import is_wireguard
 
-_BATCH = 512  # packets handled per wakeup before other tasks get a turn
-_READ_SIZE = 65536
+_TUN_BATCH = 128  # packets read from the TUN per wakeup (GSO sends up to 64 at once)
+_UDP_BATCH = 64  # receive calls per wakeup (each up to 64 KiB with GRO)
+_UDP_BUFFER = 1 << 16
+_DELIVER_BATCH = 256  # inner packets gathered before writing them to the TUN
+_TXQUEUELEN = 5000  # the default 500 drops under load (PERF-NOTES)
 
 # A handler for datagrams that are not WireGuard (STUN, mesh messages later):
 # it takes (datagram, source) and returns nothing.
 DatagramHandler = Callable[[bytes, tuple], None]
+
+
+@dataclass(frozen=True)
+class Offloads:
+    """Kernel offloads the data path uses; each can be switched off for kernels
+    or paths that misbehave (with all off, it is plain read/write/sendto)."""
+
+    gso: bool = True  # UDP GSO: one sendmsg for a run of datagrams
+    gro: bool = True  # UDP GRO: one receive for a run of datagrams
+    tun_vnet: bool = True  # TUN with virtio headers: coalesced TCP writes
+
+    @classmethod
+    def parse(cls, text: str) -> Offloads:
+        """'all', 'none', or a comma list of gso, gro, tun (the ones to keep on)."""
+        words = {w.strip() for w in text.split(",") if w.strip()}
+        if words in ({"all"}, set()):
+            return cls()
+        if words == {"none"}:
+            return cls(False, False, False)
+        unknown = words - {"gso", "gro", "tun"}
+        if unknown:
+            raise ValueError(
+                f"unknown offload {sorted(unknown)[0]!r} (use gso, gro, tun, all, none)"
+            )
+        return cls("gso" in words, "gro" in words, "tun" in words)
 
 
 class InterfaceGone(Exception):
@@ -42,12 +75,14 @@ class InterfaceGone(Exception):
 
 
 class Interface:
-    def __init__(self, tun: Tun, log: Logger, *, mtu: int = DEFAULT_MTU) -> None:
+    def __init__(self, tun: Tun, log: Logger, *, mtu: int = DEFAULT_MTU,
+                 offloads: Offloads | None = None) -> None:  # fmt: skip
         self.tun = tun
         self.name = tun.name
         self.log = log
+        self.offloads = offloads or Offloads(tun_vnet=tun.vnet_hdr)
         self.device = Device(mtu=mtu, epoch=time.time() - trio.current_time())
-        self.udp = UdpSockets(0)
+        self.udp = self._bind(0, 0)
         self.device.listen_port = self.udp.port
         if log.verbose_enabled:
             self.device.trace = log.verbose
@@ -57,10 +92,17 @@ class Interface:
         self._timer_wakeup = trio.Event()
         self._sleeping_until = float("inf")
 
+    def _bind(self, port: int, fwmark: int) -> UdpSockets:
+        return UdpSockets(port, fwmark, gro=self.offloads.gro, gso=self.offloads.gso)
+
     # ------------------------------------------------------------ life cycle
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled or the TUN disappears; always releases the sockets."""
+        try:
+            link.configure(self.name, txqueuelen=_TXQUEUELEN)
+        except OSError as exc:
+            self.log.error(f"Cannot set txqueuelen: {exc}")
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._tun_reader)
@@ -77,40 +119,76 @@ class Interface:
         return trio.current_time()
 
     def _flush(self) -> None:
-        """Send every datagram the device has queued."""
-        udp = self.udp
-        for datagram, endpoint in self.device.datagrams_to_send():
-            sock = udp.for_endpoint(endpoint)
-            if sock is None:
-                self.errors["no_socket_for_family"] += 1
-                continue
-            try:
-                sock.sendto(datagram, endpoint)
-            except BlockingIOError:
-                self.errors["udp_send_would_block"] += 1
-            except OSError as exc:
-                self.errors[f"udp_send_{errno.errorcode.get(exc.errno or 0, exc.errno)}"] += 1
+        """Send what the device queued and deliver what it decrypted; wake the
+        timer loop if this batch made a deadline earlier than the one it sleeps to."""
+        self._send_and_deliver()
         deadline = self.device.next_deadline()
         if deadline is not None and deadline < self._sleeping_until:
             self._timer_wakeup.set()
 
+    def _send_and_deliver(self) -> None:
+        device = self.device
+        if device.outbox.records:
+            self.udp.send_outbox(device.outbox)
+            device.outbox.clear()
+        if device.inbox.records:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        inbox = self.device.inbox
+        fd = self.tun.fileno()
+        try:
+            if not self.tun.vnet_hdr:
+                view = inbox.view
+                for offset, length in inbox.records:
+                    os.write(fd, view[offset : offset + length])
+            elif self.offloads.tun_vnet:
+                for pieces in coalesce(inbox.buffer, inbox.records):
+                    os.writev(fd, pieces)
+            else:
+                view = inbox.view
+                for offset, length in inbox.records:
+                    os.writev(fd, [DATA_VALID_HEADER, view[offset : offset + length]])
+        except OSError as exc:
+            self.errors[f"tun_write_{errno.errorcode.get(exc.errno or 0, exc.errno)}"] += 1
+        finally:
+            inbox.clear()
+
+    def _tun_slots(self) -> tuple[list[memoryview], list[list], int]:
+        """Read buffers for one batch: room for an MTU-sized packet and its padding."""
+        size = max(self.device.mtu, 1500) + 64
+        arena = memoryview(bytearray(_TUN_BATCH * size))
+        slots = [arena[i * size : (i + 1) * size] for i in range(_TUN_BATCH)]
+        header = bytearray(VNET_HDR_LEN)
+        iovs = [[header, slot] if self.tun.vnet_hdr else [slot] for slot in slots]
+        return slots, iovs, size
+
     async def _tun_reader(self) -> None:
         fd = self.tun.fileno()
-        device_send = self.device.send
+        device = self.device
+        skip = VNET_HDR_LEN if self.tun.vnet_hdr else 0
+        slots, iovs, slot_size = self._tun_slots()
+        lengths = [0] * _TUN_BATCH
+        readv = os.readv
         while True:
             await trio.lowlevel.wait_readable(fd)
+            if device.mtu + 64 > slot_size:
+                slots, iovs, slot_size = self._tun_slots()
             now = self._now()
-            for _ in range(_BATCH):
+            count = 0
+            while count < _TUN_BATCH:
                 try:
-                    packet = os.read(fd, _READ_SIZE)
+                    lengths[count] = readv(fd, iovs[count]) - skip
                 except BlockingIOError:
                     break
                 except OSError as exc:
                     if exc.errno in (errno.EBADFD, errno.EIO, errno.ENODEV):
                         raise InterfaceGone(self.name) from exc
                     raise
-                device_send(packet, now)
-            self._flush()
+                count += 1
+            if count:
+                device.send_batch(slots, lengths, count, now)
+                self._flush()
 
     async def _udp_supervisor(self) -> None:
         """Readers for the current sockets, restarted when the listen port changes."""
@@ -122,39 +200,53 @@ class Interface:
                         nursery.start_soon(self._udp_reader, sock)
 
     async def _udp_reader(self, sock: socket.socket) -> None:
-        fd = self.tun.fileno()
-        device_receive = self.device.receive
-        recvfrom = sock.recvfrom
+        device = self.device
+        buffer = bytearray(_UDP_BUFFER)
+        view = memoryview(buffer)
+        buffers = [view]
+        recvmsg_into = sock.recvmsg_into
         while True:
             try:
                 await trio.lowlevel.wait_readable(sock)
             except trio.ClosedResourceError:
                 return  # the listen port changed: the supervisor starts new readers
             now = self._now()
-            for _ in range(_BATCH):
+            handshakes = 0
+            drained = False
+            for _ in range(_UDP_BATCH):
                 try:
-                    datagram, source = recvfrom(_READ_SIZE)
+                    total, ancillary, _flags, source = recvmsg_into(buffers, GRO_CMSG_SPACE)
                 except BlockingIOError:
+                    drained = True
                     break
                 except ConnectionRefusedError:
                     continue  # an ICMP error for an earlier send; nothing to read
-                if not is_wireguard(datagram):
-                    self._other_datagram(datagram, source)
+                segment = gro_segment(ancillary, total) if ancillary else total
+                if total >= 4 and not is_wireguard(buffer[:4]):
+                    self._other_datagrams(view, total, segment, source)
                     continue
-                packet = device_receive(datagram, source, now)
-                if packet is not None:
-                    try:
-                        os.write(fd, packet)
-                    except OSError as exc:
-                        self.errors[f"tun_write_{errno.errorcode.get(exc.errno or 0)}"] += 1
+                if buffer[0] != 4:
+                    handshakes += 1
+                device.receive_batch(view, total, segment, source, now)
+                if len(device.inbox.records) >= _DELIVER_BATCH:
+                    self._flush()
+            # Delivering once per wakeup rather than per receive lets segments of
+            # one TCP flow that came as separate datagrams be coalesced too.
             self._flush()
+            if not drained and handshakes >= _UDP_BATCH // 2:
+                # handshakes are arriving faster than we answer them: demand
+                # cookies for a while, as wireguard-go does when its queue backs up
+                device.mark_under_load(now)
 
-    def _other_datagram(self, datagram: bytes, source: tuple) -> None:
-        for matches, handle in self.other_datagrams:
-            if matches(datagram):
-                handle(datagram, source)
-                return
-        self.errors["unknown_datagram"] += 1
+    def _other_datagrams(self, view: memoryview, total: int, segment: int, source: tuple) -> None:
+        for start in range(0, total, segment or total):
+            datagram = bytes(view[start : min(start + segment, total)])
+            for matches, handle in self.other_datagrams:
+                if matches(datagram):
+                    handle(datagram, source)
+                    break
+            else:
+                self.errors["unknown_datagram"] += 1
 
     async def _timer_loop(self) -> None:
         device = self.device
@@ -164,9 +256,10 @@ class Interface:
             with trio.move_on_at(self._sleeping_until):
                 await self._timer_wakeup.wait()
             self._timer_wakeup = trio.Event()
-            self._sleeping_until = float("inf")
             device.handle_timers(self._now())
-            self._flush()
+            # no _flush here: this loop reads the next deadline itself, and
+            # waking itself would make it spin
+            self._send_and_deliver()
 
     async def _link_watch(self) -> None:
         """Follow MTU changes (padding depends on it) and notice the TUN vanishing."""
@@ -202,7 +295,7 @@ class Interface:
         fwmark = self.udp.fwmark if request.fwmark is None else request.fwmark
         if request.listen_port is not None and request.listen_port != self.udp.port:
             try:
-                new_udp = UdpSockets(request.listen_port, fwmark)
+                new_udp = self._bind(request.listen_port, fwmark)
             except OSError as exc:
                 raise UapiError(exc.errno or errno.EADDRINUSE, f"cannot bind: {exc}") from exc
         elif fwmark != self.udp.fwmark:

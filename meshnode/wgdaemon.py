@@ -1,6 +1,10 @@
 """meshnode-wg: a userspace WireGuard daemon used exactly like wireguard-go.
 
-    meshnode-wg [-f|--foreground] INTERFACE-NAME
+    meshnode-wg [-f|--foreground] [--offloads=LIST] INTERFACE-NAME
+
+LIST is `all` (the default), `none`, or a comma list of the offloads to use:
+gso, gro, tun (UDP GSO sends, UDP GRO receives, coalesced TCP writes to the
+TUN). `MESHNODE_OFFLOADS` sets the same when wg-quick starts the daemon.
 
 Creates the TUN interface and the UAPI socket, then (unless -f) detaches and
 returns, so `wg` and `wg-quick` can configure it at once. It exits, removing
@@ -19,21 +23,21 @@ import sys
 import trio
 
 from . import __version__
-from .interface import Interface, InterfaceGone
+from .interface import Interface, InterfaceGone, Offloads
 from .log import SILENT, Logger, level_from_env
 from .net import link
 from .net.tun import Tun, TunError
 from .uapi import server as uapi
 from .wireguard.constants import DEFAULT_MTU
 
-USAGE = "Usage: meshnode-wg [-f/--foreground] INTERFACE-NAME\n"
+USAGE = "Usage: meshnode-wg [-f/--foreground] [--offloads=all|none|gso,gro,tun] INTERFACE-NAME\n"
 # wireguard-go's variable for "I am the detached child already"
 FOREGROUND_ENV = "WG_PROCESS_FOREGROUND"
 
 
-async def run_daemon(tun: Tun, listener: socket.socket, log: Logger) -> None:
+async def run_daemon(tun: Tun, listener: socket.socket, log: Logger, offloads: Offloads) -> None:
     path = uapi.socket_path(tun.name)
-    interface = Interface(tun, log)
+    interface = Interface(tun, log, offloads=offloads)
     log.verbose("Device started")
     try:
         async with trio.open_nursery() as nursery:
@@ -67,16 +71,30 @@ def _detach(log_to_stdio: bool) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
     if args in (["--version"], ["-v"]):
         print(f"meshnode-wg v{__version__}\n\nUserspace WireGuard daemon for Linux.")
         return 0
     foreground = False
-    if args and args[0] in ("-f", "--foreground"):
-        foreground = True
-        args = args[1:]
+    offloads_text = os.environ.get("MESHNODE_OFFLOADS", "all")
+    while args and args[0].startswith("-"):
+        option = args.pop(0)
+        if option in ("-f", "--foreground"):
+            foreground = True
+        elif option.startswith("--offloads="):
+            offloads_text = option.partition("=")[2]
+        elif option == "--offloads" and args:
+            offloads_text = args.pop(0)
+        else:
+            sys.stderr.write(USAGE)
+            return 2
     if len(args) != 1:
         sys.stderr.write(USAGE)
+        return 2
+    try:
+        offloads = Offloads.parse(offloads_text)
+    except ValueError as exc:
+        sys.stderr.write(f"meshnode-wg: {exc}\n{USAGE}")
         return 2
     name = args[0]
     foreground = foreground or os.environ.get(FOREGROUND_ENV) == "1"
@@ -84,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     log = Logger(name, level)
 
     try:
-        tun = Tun(name)
+        tun = Tun(name, vnet_hdr=offloads.tun_vnet)
     except TunError as exc:
         log.error(f"Failed to create TUN device: {exc.strerror or exc}")
         return 1
@@ -107,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     path = uapi.socket_path(tun.name)
     inode = path.lstat().st_ino
     try:
-        trio.run(run_daemon, tun, listener, log)
+        trio.run(run_daemon, tun, listener, log, offloads)
     except KeyboardInterrupt:
         pass
     finally:

@@ -131,7 +131,7 @@ def test_key_material_zeroed_after_540s() -> None:
     net.advance(2)
     for node in (net.a, net.b):
         assert node.peer.keypairs.all() == []
-        assert node.device._keypairs == {} and node.device._handshakes == {}
+        assert node.device.keypairs_by_index == {} and node.device._handshakes == {}
     assert net.a.device.next_deadline() is None
 
 

@@ -1,4 +1,9 @@
-"""A Linux TUN device: a file descriptor that carries IP packets, no framing."""
+"""A Linux TUN device: a file descriptor that carries IP packets, no framing.
+
+With `vnet_hdr`, every packet read or written is preceded by a 10-byte
+virtio-net header (see offload.py); no offloads are requested for reads, so
+the kernel still hands over finished, MTU-sized packets.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,10 @@ import os
 import struct
 
 TUNSETIFF = 0x400454CA
+TUNSETVNETHDRSZ = 0x400454D8
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
 IFNAMSIZ = 16
 
 
@@ -19,18 +26,20 @@ class TunError(OSError):
 class Tun:
     """Opens (creating if needed) TUN interface `name`, non-blocking."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, vnet_hdr: bool = False) -> None:
         if not name or len(name.encode()) >= IFNAMSIZ or "/" in name or name in (".", ".."):
             raise TunError(f"invalid interface name: {name!r}")
+        flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            result = fcntl.ioctl(
-                fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI)
-            )
+            result = fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
+            if vnet_hdr:
+                fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", 10))
         except OSError as exc:
             os.close(fd)
             raise TunError(exc.errno, f"cannot create TUN {name}: {exc.strerror}") from exc
         self.fd = fd
+        self.vnet_hdr = vnet_hdr
         self.name = result[:IFNAMSIZ].rstrip(b"\0").decode()
 
     def fileno(self) -> int:

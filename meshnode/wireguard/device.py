@@ -19,10 +19,9 @@ import random
 from collections import Counter
 from collections.abc import Callable
 
-from cryptography.exceptions import InvalidTag
-
 from . import messages as m
 from .allowedips import AllowedIPs, Network
+from .buffers import Inbox, Outbox
 from .constants import (
     DEFAULT_MTU,
     KEEPALIVE_TIMEOUT,
@@ -54,9 +53,7 @@ from .noise import (
 from .peer import Endpoint, Peer
 from .ratelimit import RateLimiter
 from .timers import Timer, TimerQueue
-
-_NONCE_PREFIX = b"\x00\x00\x00\x00"
-_ZERO_PADDING = bytes(PADDING_MULTIPLE)
+from .transport import open_batch, seal_batch, seal_one
 
 
 class Drop(enum.StrEnum):
@@ -104,7 +101,7 @@ class Device:
         mtu: int = DEFAULT_MTU,
         epoch: float = 0.0,
         rng: random.Random | None = None,
-        under_load_threshold: int = 512,
+        under_load_threshold: int | None = None,
     ) -> None:
         self.mtu = mtu
         self.epoch = epoch  # Unix time at now == 0
@@ -118,10 +115,13 @@ class Device:
         self.timers = TimerQueue()
         self.drops: Counter[Drop] = Counter()
         self._rng = rng or random.Random(os.urandom(16))
-        self._outbox: list[tuple[bytes, Endpoint]] = []
+        self.outbox = Outbox()  # datagrams to send, drained by the runtime
+        self.inbox = Inbox()  # inner packets to deliver, drained by the runtime
         self._handshakes: dict[int, Peer] = {}  # local index -> peer awaiting a reply
-        self._keypairs: dict[int, Keypair] = {}  # local index -> session
-        # Handshake messages in the current one-second window, to detect load.
+        self.keypairs_by_index: dict[int, Keypair] = {}  # local index -> session
+        # Load is normally reported by the runtime, which sees a backlog of
+        # handshake messages (mark_under_load), as wireguard-go watches its queue;
+        # a threshold of handshake messages per second can be set as well.
         self.under_load_threshold = under_load_threshold
         self._load_window_start = float("-inf")
         self._load_window_count = 0
@@ -215,9 +215,11 @@ class Device:
     # ---------------------------------------------------------------- output
 
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
-        """Take the datagrams queued since the last call, oldest first."""
-        out, self._outbox = self._outbox, []
-        return out
+        """Take copies of the datagrams queued since the last call, oldest first.
+
+        The runtime sends straight from `outbox` instead; this is for tests.
+        """
+        return self.outbox.take()
 
     def next_deadline(self) -> float | None:
         """When `handle_timers` next has work to do, or None if never."""
@@ -226,13 +228,29 @@ class Device:
     # ---------------------------------------------------------------- receive
 
     def receive(self, datagram: bytes, source: Endpoint, now: float) -> bytes | None:
-        """Process one datagram from source; return an inner packet to deliver, if any."""
+        """Process one datagram from source; return an inner packet to deliver, if any.
+
+        The runtime uses `receive_batch`; this is the same path for one datagram.
+        """
+        self.receive_batch(memoryview(datagram), len(datagram), len(datagram), source, now)
+        delivered = self.inbox.take()
+        return delivered[0] if delivered else None
+
+    def receive_batch(self, view: memoryview, total: int, segment: int, source: Endpoint,
+                      now: float) -> None:  # fmt: skip
+        """Process datagrams laid end to end in view, each `segment` bytes but the
+        last (as UDP GRO delivers them); inner packets are added to `inbox`."""
+        if total <= 0 or segment <= 0:
+            self.receive_other(bytes(view[:total]), source, now)  # an empty datagram
+            return
+        open_batch(self, view, total, segment, source, now)
+
+    def receive_other(self, datagram: bytes, source: Endpoint, now: float) -> None:
+        """Everything but well-formed transport messages: handshakes and junk."""
         header = datagram[:4]
         size = len(datagram)
         if header == m.HEADER_TRANSPORT:
-            if size < m.TRANSPORT_MIN_SIZE:
-                return self._drop(Drop.MALFORMED)
-            return self._receive_transport(datagram, source, now)
+            return self._drop(Drop.MALFORMED)  # shorter than a keepalive
         if header == m.HEADER_INITIATION:
             expected = m.INITIATION_SIZE
         elif header == m.HEADER_RESPONSE:
@@ -243,11 +261,15 @@ class Device:
             return self._drop(Drop.UNKNOWN_TYPE)
         if size != expected:
             return self._drop(Drop.MALFORMED)
-        self._receive_handshake(bytes(datagram), source, now)
+        self._receive_handshake(datagram, source, now)
         return None
 
     def _drop(self, reason: Drop) -> None:
         self.drops[reason] += 1
+
+    def count_drop(self, reason: str) -> None:
+        """Count a drop by its Drop value (a plain string, equal to the member)."""
+        self.drops[reason] += 1  # type: ignore[index]
 
     def _log(self, peer: Peer, event: str) -> None:
         if self.trace is not None:
@@ -265,7 +287,8 @@ class Device:
             self._load_window_start = now
             self._load_window_count = 0
         self._load_window_count += 1
-        if self._load_window_count > self.under_load_threshold:
+        threshold = self.under_load_threshold
+        if threshold is not None and self._load_window_count > threshold:
             self.mark_under_load(now)
 
     def _receive_handshake(self, message: bytes, source: Endpoint, now: float) -> None:
@@ -290,7 +313,7 @@ class Device:
             if not checker.check_mac2(message, source_bytes, now):
                 sender = int.from_bytes(message[4:8], "little")
                 reply = checker.create_reply(message, sender, source_bytes, now)
-                self._outbox.append((reply, source))
+                self.outbox.add(reply, source)
                 return self._drop(Drop.COOKIE_SENT)
             if not self.rate_limiter.allow(source[0], now):
                 return self._drop(Drop.RATE_LIMITED)
@@ -345,80 +368,44 @@ class Device:
         self.send_keepalive(peer, now)
         return None
 
-    def _receive_transport(self, datagram: bytes, source: Endpoint, now: float) -> bytes | None:
-        _, receiver, counter = m.TRANSPORT_HEADER.unpack_from(datagram)
-        keypair = self._keypairs.get(receiver)
-        if keypair is None:
-            return self._drop(Drop.UNKNOWN_INDEX)
-        if now - keypair.created > REJECT_AFTER_TIME:
-            return self._drop(Drop.EXPIRED_KEYPAIR)
-        if counter >= REJECT_AFTER_MESSAGES:
-            return self._drop(Drop.REPLAYED)
-        try:
-            packet = keypair.receive_aead.decrypt(
-                _NONCE_PREFIX + datagram[8:16], datagram[16:], None
-            )
-        except InvalidTag:
-            return self._drop(Drop.DECRYPT)
-        if not keypair.replay.accept(counter, REJECT_AFTER_MESSAGES):
-            return self._drop(Drop.REPLAYED)
+    def confirm_session(self, peer: Peer, now: float) -> None:
+        """The first packet under the responder's new session arrived: it is current."""
+        self._promote_next_keypair(peer)
+        self._timers_handshake_complete(peer, now)
+        self._send_staged(peer, now)
 
-        peer = keypair.peer
-        peer.endpoint = source
-        if keypair is peer.keypairs.next:
-            self._promote_next_keypair(peer)
-            self._timers_handshake_complete(peer, now)
-            self._send_staged(peer, now)
+    def after_data_received(self, peer: Peer, now: float, data_packets: int) -> None:
+        """Bookkeeping once per peer per batch of authenticated transport messages."""
         self._keep_key_fresh_receiving(peer, now)
         self._timers_any_authenticated_packet_traversal(peer, now)
         self._timers_any_authenticated_packet_received(peer)
-        peer.rx_bytes += len(datagram)
-        if not packet:
-            if self.trace is not None:
-                self._log(peer, "Receiving keepalive packet")
-            return None
-        self._timers_data_received(peer, now)
-        return self._check_inner(peer, packet)
-
-    def _check_inner(self, peer: Peer, packet: bytes) -> bytes | None:
-        """Trim padding, and deliver only if the inner source belongs to this peer."""
-        version = packet[0] >> 4
-        if version == 4:
-            if len(packet) < 20:
-                return self._drop(Drop.INNER_MALFORMED)
-            length = int.from_bytes(packet[2:4], "big")
-            if length > len(packet) or length < 20:
-                return self._drop(Drop.INNER_MALFORMED)
-            owner = self.allowed_ips.lookup_v4(int.from_bytes(packet[12:16], "big"))
-        elif version == 6:
-            if len(packet) < 40:
-                return self._drop(Drop.INNER_MALFORMED)
-            length = int.from_bytes(packet[4:6], "big") + 40
-            if length > len(packet):
-                return self._drop(Drop.INNER_MALFORMED)
-            owner = self.allowed_ips.lookup_v6(int.from_bytes(packet[8:24], "big"))
-        else:
-            return self._drop(Drop.INNER_MALFORMED)
-        if owner is not peer:
-            return self._drop(Drop.DISALLOWED_SOURCE)
-        return packet if length == len(packet) else packet[:length]
+        if data_packets:
+            self._timers_data_received(peer, now)
+        elif self.trace is not None:
+            self._log(peer, "Receiving keepalive packet")
 
     # ---------------------------------------------------------------- send
 
     def send(self, packet: bytes, now: float) -> None:
-        """Route one inner packet by its destination and encrypt it, or stage it."""
-        version = packet[0] >> 4 if packet else 0
-        if version == 4 and len(packet) >= 20:
-            peer = self.allowed_ips.lookup_v4(int.from_bytes(packet[16:20], "big"))
-        elif version == 6 and len(packet) >= 40:
-            peer = self.allowed_ips.lookup_v6(int.from_bytes(packet[24:40], "big"))
-        else:
-            return self._drop(Drop.INNER_MALFORMED)
-        if peer is None:
-            return self._drop(Drop.NO_ROUTE)
-        self._stage(peer, packet)
-        self._send_staged(peer, now)
-        return None
+        """Route one inner packet by its destination and encrypt it, or stage it.
+
+        The runtime uses `send_batch`; this is the same path for one packet.
+        """
+        slot = bytearray(len(packet) + PADDING_MULTIPLE)
+        slot[: len(packet)] = packet
+        seal_batch(self, [memoryview(slot)], [len(packet)], 1, now)
+
+    def send_batch(self, slots: list[memoryview], lengths: list[int], count: int,
+                   now: float) -> None:  # fmt: skip
+        """Route and encrypt count packets into `outbox` (see transport.seal_batch)."""
+        seal_batch(self, slots, lengths, count, now)
+
+    def after_data_sent(self, peer: Peer, now: float) -> None:
+        """Bookkeeping once per peer per batch of sealed data packets."""
+        self._timers_any_authenticated_packet_traversal(peer, now)
+        self._timers_any_authenticated_packet_sent(peer)
+        self._timers_data_sent(peer, now)
+        self._keep_key_fresh_sending(peer, now)
 
     def flush_staged(self, peer: Peer, now: float) -> None:
         """Try again to send what waits for a session (after a configuration change)."""
@@ -431,7 +418,8 @@ class Device:
                 self._log(peer, "Sending keepalive packet")
         self._send_staged(peer, now)
 
-    def _stage(self, peer: Peer, packet: bytes) -> None:
+    def stage(self, peer: Peer, packet: bytes) -> None:
+        """Queue a packet for when the peer has a session (the oldest goes when full)."""
         if len(peer.staged) >= QUEUE_STAGED_SIZE:
             peer.staged.popleft()
             self._drop(Drop.STAGED_OVERFLOW)
@@ -457,36 +445,22 @@ class Device:
             packet = staged.popleft()
             if packet:
                 data_sent = True
-            self._transmit(peer, self._seal(keypair, packet))
+            if peer.endpoint is None:
+                self._drop(Drop.NO_ENDPOINT)
+                continue
+            peer.tx_bytes += seal_one(self, peer, keypair, packet)
         self._timers_any_authenticated_packet_traversal(peer, now)
         self._timers_any_authenticated_packet_sent(peer)
         if data_sent:
             self._timers_data_sent(peer, now)
         self._keep_key_fresh_sending(peer, now)
 
-    def _seal(self, keypair: Keypair, packet: bytes) -> bytes:
-        counter = keypair.send_counter
-        keypair.send_counter = counter + 1
-        size = len(packet)
-        mtu = self.mtu
-        last_unit = size % mtu if mtu and size > mtu else size
-        padded = (last_unit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)
-        if mtu and padded > mtu:
-            padded = mtu
-        if padded != last_unit:
-            packet = packet + _ZERO_PADDING[: padded - last_unit]
-        counter_bytes = counter.to_bytes(8, "little")
-        sealed = keypair.send_aead.encrypt(_NONCE_PREFIX + counter_bytes, packet, None)
-        return (
-            m.HEADER_TRANSPORT + keypair.remote_index.to_bytes(4, "little") + counter_bytes + sealed
-        )
-
     def _transmit(self, peer: Peer, datagram: bytes) -> None:
         endpoint = peer.endpoint
         if endpoint is None:
             self._drop(Drop.NO_ENDPOINT)
             return
-        self._outbox.append((datagram, endpoint))
+        self.outbox.add(datagram, endpoint)
         peer.tx_bytes += len(datagram)
 
     # ---------------------------------------------------------------- handshakes
@@ -494,7 +468,7 @@ class Device:
     def _new_index(self) -> int:
         while True:
             index = int.from_bytes(os.urandom(4), "little")
-            if index not in self._handshakes and index not in self._keypairs:
+            if index not in self._handshakes and index not in self.keypairs_by_index:
                 return index
 
     def _forget_handshake_index(self, peer: Peer) -> None:
@@ -549,7 +523,7 @@ class Device:
             peer, keys.send, keys.receive, keys.initiator, keys.local_index, keys.remote_index, now
         )
         self._handshakes.pop(keys.local_index, None)
-        self._keypairs[keys.local_index] = keypair
+        self.keypairs_by_index[keys.local_index] = keypair
         kps = peer.keypairs
         previous, current, pending = kps.previous, kps.current, kps.next
         if keys.initiator:
@@ -576,8 +550,8 @@ class Device:
         kps.next = None
 
     def _delete_keypair(self, keypair: Keypair | None) -> None:
-        if keypair is not None and self._keypairs.get(keypair.local_index) is keypair:
-            del self._keypairs[keypair.local_index]
+        if keypair is not None and self.keypairs_by_index.get(keypair.local_index) is keypair:
+            del self.keypairs_by_index[keypair.local_index]
 
     def _expire_current_keypairs(self, peer: Peer, now: float) -> None:
         """After a key change: no more sending on old sessions, and rekey right away."""

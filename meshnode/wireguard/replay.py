@@ -30,12 +30,16 @@ class ReplayWindow:
         index_block = counter >> _BLOCK_BIT_LOG
         last = self._last
         if counter > last:
+            # Moving forward: blocks between are cleared, so the bit is new.
             current = last >> _BLOCK_BIT_LOG
-            diff = min(index_block - current, _RING_BLOCKS)
-            for i in range(current + 1, current + diff + 1):
-                ring[i & _BLOCK_MASK] = 0
+            if index_block != current:
+                diff = min(index_block - current, _RING_BLOCKS)
+                for i in range(current + 1, current + diff + 1):
+                    ring[i & _BLOCK_MASK] = 0
             self._last = counter
-        elif last - counter > WINDOW_SIZE:
+            ring[index_block & _BLOCK_MASK] |= 1 << (counter & _BIT_MASK)
+            return True
+        if last - counter > WINDOW_SIZE:
             return False
         index_block &= _BLOCK_MASK
         bit = 1 << (counter & _BIT_MASK)
