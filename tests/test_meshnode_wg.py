@@ -197,6 +197,15 @@ def _start_detached(lab, ns, ifname: str) -> int:
     return pid
 
 
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie waiting for init to reap it (it has exited all the same)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def _daemon_pid(ifname: str) -> int | None:
     """The PID of the detached meshnode-wg serving ifname (unique to this lab)."""
     pattern = f"meshnode(-wg|\\.wgdaemon) {ifname}$"
@@ -221,7 +230,7 @@ def test_daemon_exits_cleanly(netns_lab, how: str) -> None:  # noqa: F811
             ns.ip("link", "del", ifname)
         else:
             os.unlink(f"/var/run/wireguard/{ifname}.sock")
-        wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 2.0, "the daemon to exit")
+        wait_for(lambda: _exited(pid), 2.0, "the daemon to exit")
         assert time.monotonic() - start < 2.0
         assert ns.run("ip", "link", "show", ifname, check=False).returncode != 0
         assert not os.path.exists(f"/var/run/wireguard/{ifname}.sock")
@@ -273,7 +282,7 @@ def test_wg_quick_up_and_down_with_a_client_config(netns_lab) -> None:  # noqa: 
         down = client_ns.run("wg-quick", "down", str(conf), env=env, check=False, timeout=60)
         assert down.returncode == 0, down.stderr.decode()
         assert pid is not None
-        wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 3.0, "the daemon to exit")
+        wait_for(lambda: _exited(pid), 3.0, "the daemon to exit")
         assert client_ns.run("ip", "link", "show", ifname, check=False).returncode != 0
         rules = client_ns.run("ip", "rule").stdout.decode()
         assert "suppress_prefixlength" not in rules
