@@ -25,6 +25,9 @@ from collections.abc import Iterator
 import netns
 import pytest
 from test_wgtool_support import (
+    SHOW_FORMS as SHOW_FORMS_COMMON,
+)
+from test_wgtool_support import (
     WIREGUARD_GO,
     assert_same,
     keypair,
@@ -125,23 +128,7 @@ def configured(lab: netns.Lab, ns: netns.Namespace, files: dict[str, str]) -> st
 
 # --- reading -----------------------------------------------------------------
 
-SHOW_FORMS = [
-    (),
-    ("dump",),
-    ("public-key",),
-    ("private-key",),
-    ("listen-port",),
-    ("fwmark",),
-    ("peers",),
-    ("preshared-keys",),
-    ("endpoints",),
-    ("allowed-ips",),
-    ("latest-handshakes",),
-    ("transfer",),
-    ("persistent-keepalive",),
-    ("bogus",),
-    ("dump", "extra"),
-]
+SHOW_FORMS = [*SHOW_FORMS_COMMON, ("dump", "extra")]
 
 
 @pytest.mark.parametrize("form", SHOW_FORMS, ids=lambda f: " ".join(f) or "pretty")

@@ -41,6 +41,25 @@ class KeyPair(NamedTuple):
     public: str
 
 
+# Every field form of `show`, compared between wg and meshnode.
+SHOW_FORMS = [
+    (),
+    ("dump",),
+    ("public-key",),
+    ("private-key",),
+    ("listen-port",),
+    ("fwmark",),
+    ("peers",),
+    ("preshared-keys",),
+    ("endpoints",),
+    ("allowed-ips",),
+    ("latest-handshakes",),
+    ("transfer",),
+    ("persistent-keepalive",),
+    ("bogus",),
+]
+
+
 def keypair() -> KeyPair:
     private = keys.generate_private_key()
     return KeyPair(keys.to_base64(private), keys.to_base64(keys.public_key(private)))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from test_wgtool_support import (
+    SHOW_FORMS,
     FakeUapi,
     Result,
     assert_same,
@@ -92,24 +93,6 @@ def rich_state() -> bytes:
         "errno=0",
     ]
     return ("\n".join(lines) + "\n\n").encode()
-
-
-SHOW_FORMS = [
-    (),
-    ("dump",),
-    ("public-key",),
-    ("private-key",),
-    ("listen-port",),
-    ("fwmark",),
-    ("peers",),
-    ("preshared-keys",),
-    ("endpoints",),
-    ("allowed-ips",),
-    ("latest-handshakes",),
-    ("transfer",),
-    ("persistent-keepalive",),
-    ("bogus",),
-]
 
 
 @pytest.fixture(scope="module")
