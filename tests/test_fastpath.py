@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import pytest
 from netns import Lab, Namespace, netns_lab, wait_for  # noqa: F401  (the fixture)
-from wgpair import IMPLEMENTATIONS, Side, connect, start_side
+from wgpair import Side, connect, start_side
 
 # A receiver that prints what it got: sha256 of a TCP stream, or each UDP datagram's hash.
 RECEIVER = r"""
@@ -119,8 +119,7 @@ def build(lab: Lab, sender_impl: str, offloads: str) -> tuple[Path, Path]:
     m_ns.run("ethtool", "-K", lan.a_ifname, "tx", "off", "tso", "off", "gso", "off")
     for setting in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"):
         m_ns.run("sysctl", "-q", "-w", setting)
-    IMPLEMENTATIONS["meshnode-offloads"] = (*IMPLEMENTATIONS["meshnode"], f"--offloads={offloads}")
-    m = start_side(lab, m_ns, "meshnode-offloads", 1)
+    m = start_side(lab, m_ns, "meshnode", 1, extra=(f"--offloads={offloads}",))
     w = start_side(lab, w_ns, sender_impl, 2)
     connect(lab, m, w)
     connect(lab, w, m, allowed="10.77.0.0/24,fd77::/64,172.31.9.0/24,fd31::/64")

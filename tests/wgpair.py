@@ -99,9 +99,10 @@ class Capture:
         self.process.stop()
 
 
-def start_side(lab: Lab, ns: Namespace, impl: str, n: int) -> Side:
+def start_side(lab: Lab, ns: Namespace, impl: str, n: int, extra: tuple[str, ...] = ()) -> Side:
+    """A daemon of one implementation (extra: more arguments before the name)."""
     ifname = lab.ifname("w")
-    daemon = lab.start_userspace_wg(ns, ifname, argv=IMPLEMENTATIONS[impl])
+    daemon = lab.start_userspace_wg(ns, ifname, argv=(*IMPLEMENTATIONS[impl], *extra))
     side = Side(
         ns, ifname, daemon, impl, keys.generate_private_key(),
         f"192.168.50.{n}", f"fd50::{n}", f"10.77.0.{n}", f"fd77::{n}",
