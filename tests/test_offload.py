@@ -131,3 +131,19 @@ def test_runs_stop_below_64_kib() -> None:
         assert len(merged) <= 65535
     assert sum(len(segments_of(finish_like_the_kernel(w), bytes(w[0]))) if len(w) > 2 else 1
                for w in writes) == 60  # fmt: skip
+
+
+@pytest.mark.parametrize(("src", "dst"), [("10.0.0.1", "10.0.0.2"), ("fd00::1", "fd00::2")])
+def test_a_run_never_overflows_the_length_field(src: str, dst: str) -> None:
+    # 50 × 1310 payload bytes + a 20-byte TCP header is 65520: within IPv6's
+    # payload length, but IPv4's total length would be 65540
+    packets = [tcp_packet(src, dst, 1310 * i, b"r" * 1310) for i in range(50)]
+    buffer, records = lay_out(packets)
+    writes = list(coalesce(buffer, records))
+    ip_len = 40 if ":" in src else 20
+    for w in writes:
+        merged = finish_like_the_kernel(w)
+        length_field = struct.unpack_from("!H", merged, 4 if ip_len == 40 else 2)[0]
+        extra = 40 if ip_len == 40 else 0  # IPv6 does not count its own header
+        assert length_field + extra == len(merged) <= 65535 + extra
+    assert len(writes) == (1 if ip_len == 40 else 2)

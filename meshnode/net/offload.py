@@ -30,13 +30,17 @@ _ACK, _PSH = 0x10, 0x08
 _MAX_IP_PAYLOAD = 65535
 _MAX_SEGMENTS = 64
 
-# IPv4: version/ihl, tos, total length, id, flags/fragment, ttl, protocol, checksum, src, dst
-_V4 = struct.Struct("!BBHHHBBH4s4s")
-# IPv6: version/class/flow, payload length, next header, hop limit, src, dst
-_V6 = struct.Struct("!IHBB16s16s")
-# TCP: ports, seq, ack, data offset, flags, window
-_TCP_HDR = struct.Struct("!HHIIBBH")
+# The fields a segment is matched on, in one unpack (ints only, nothing allocated).
+# IPv4 + TCP: ver/ihl+tos, total length, (id), frag+ttl+protocol, (checksum),
+# addresses, ports, seq, ack, data offset, flags, window.
+_V4_TCP = struct.Struct("!HH2xI2xQIIIBBH")
+# IPv6 + TCP: version/class/flow, payload length, next header, hop limit,
+# addresses, ports, seq, ack, data offset, flags, window.
+_V6_TCP = struct.Struct("!IHBBQQQQIIIBBH")
 _V4_CSUM = struct.Struct("!10H")
+_V4_PLAIN = 0x4500  # version 4, 20-byte header (the TOS byte is masked off)
+_V4_NOT_FIRST = 0x3FFF << 16  # a fragment offset or more-fragments, in frag+ttl+protocol
+_MERGEABLE = (_ACK, _ACK | _PSH)
 
 
 def _fold(total: int) -> int:
@@ -54,144 +58,125 @@ def ipv4_header_checksum(header: bytes | bytearray | memoryview) -> int:
     return ~_fold(sum(words) - words[5]) & 0xFFFF
 
 
-class _Run:
-    """Consecutive segments of one flow being merged behind the first one's headers."""
-
-    __slots__ = (
-        "flow", "headers_len", "ip_len", "is_v6", "last_flags", "last_window",
-        "next_seq", "offset", "options", "payload", "pieces", "segment",
-    )  # fmt: skip
-
-    def __init__(
-        self, flow: bytes, offset: int, ip_len: int, headers_len: int, options: bytes,
-        next_seq: int, segment: int, is_v6: bool, flags: int, window: int,
-    ) -> None:  # fmt: skip
-        self.flow = flow
-        self.offset = offset
-        self.ip_len = ip_len
-        self.headers_len = headers_len
-        self.options = options
-        self.next_seq = next_seq
-        self.segment = segment  # payload bytes of every segment but the last
-        self.payload = segment
-        self.pieces: list[tuple[int, int]] = []  # (offset, length) of later payloads
-        self.is_v6 = is_v6
-        self.last_flags = flags
-        self.last_window = window
-
-
 def coalesce(buffer: bytearray, records: list[tuple[int, int]]) -> Iterator[list]:
     """Group inner packets into TUN writes, each a list for os.writev.
 
     A write is [virtio header, first packet, payload of the 2nd, payload of the
     3rd, ...]; headers of merged packets are rewritten in place in buffer.
+
+    Only ACK or ACK+PSH segments without IP options, fragments or IPv6
+    extension headers are merged, and only with the segment that directly
+    precedes them in sequence, with the same addresses, ports, ACK number,
+    TOS or traffic class, TTL and options (as the kernel's GRO). This runs for
+    every received packet, so it is written flat: one unpack per packet, the
+    run being built kept in locals.
     """
     view = memoryview(buffer)
-    run: _Run | None = None
+    unpack_v4 = _V4_TCP.unpack_from
+    unpack_v6 = _V6_TCP.unpack_from
+    # the run being built: its first packet, and the payloads merged after it
+    pieces: list | None = None
+    start = run_ip_len = run_headers_len = segment = merged = last_flags = last_window = 0
+    key: tuple = ()
+    options = b""
+    next_seq = limit = 0
     for offset, length in records:
-        candidate = _tcp_segment(buffer, offset, length)
-        if candidate is not None and run is not None and _extends(run, candidate):
-            _flow, _seq, payload, flags, window, headers_len, _options, _ip_len, _v6 = candidate
-            run.pieces.append((offset + headers_len, payload))
-            run.payload += payload
-            run.next_seq = (run.next_seq + payload) & 0xFFFFFFFF
-            run.last_flags = flags
-            run.last_window = window
-            if payload < run.segment or flags & _PSH or len(run.pieces) + 1 >= _MAX_SEGMENTS:
-                yield _finish(buffer, view, run)
-                run = None
-            continue
-        if run is not None:
-            yield _finish(buffer, view, run)
-            run = None
-        if candidate is None:
+        version = buffer[offset] >> 4
+        if version == 4 and length >= 40:
+            vt, total, fpt, addresses, ports, seq, ack, data_offset, flags, window = unpack_v4(
+                buffer, offset
+            )
+            ip_len = 20
+            mergeable = (
+                vt & 0xFF00 == _V4_PLAIN and fpt & 0xFF == _TCP and not fpt & _V4_NOT_FIRST
+                and total == length
+            )  # fmt: skip
+            if mergeable:
+                candidate = (vt, fpt, addresses, ports, ack, data_offset)
+        elif version == 6 and length >= 60:
+            (first, payload_len, next_header, hops, s1, s2, d1, d2, ports, seq, ack, data_offset,
+             flags, window) = unpack_v6(buffer, offset)  # fmt: skip
+            ip_len = 40
+            mergeable = next_header == _TCP and payload_len + 40 == length
+            if mergeable:
+                candidate = (first, hops, s1, s2, d1, d2, ports, ack, data_offset)
+        else:
+            mergeable = False
+        if mergeable:
+            headers_len = ip_len + (data_offset >> 4) * 4
+            mergeable = flags in _MERGEABLE and data_offset >= 0x50 and headers_len <= length
+        if not mergeable:
+            if pieces is not None:
+                yield _finish(buffer, view, start, run_ip_len, run_headers_len, segment, merged,
+                              last_flags, last_window, pieces)  # fmt: skip
+                pieces = None
             yield [DATA_VALID_HEADER, view[offset : offset + length]]
             continue
-        flow, seq, payload, flags, window, headers_len, options, ip_len, is_v6 = candidate
+        payload = length - headers_len
+        opts = buffer[offset + ip_len + 20 : offset + headers_len] if data_offset > 0x50 else b""
+        if (
+            pieces is not None
+            and seq == next_seq
+            and candidate == key
+            and opts == options
+            and 0 < payload <= segment
+            and merged + payload <= limit
+        ):
+            pieces.append(view[offset + headers_len : offset + length])
+            merged += payload
+            next_seq = (seq + payload) & 0xFFFFFFFF
+            last_flags = flags
+            last_window = window
+            if payload < segment or flags & _PSH or len(pieces) + 1 >= _MAX_SEGMENTS:
+                yield _finish(buffer, view, start, run_ip_len, run_headers_len, segment, merged,
+                              last_flags, last_window, pieces)  # fmt: skip
+                pieces = None
+            continue
+        if pieces is not None:
+            yield _finish(buffer, view, start, run_ip_len, run_headers_len, segment, merged,
+                          last_flags, last_window, pieces)  # fmt: skip
+            pieces = None
         if payload == 0 or flags & _PSH:
             yield [DATA_VALID_HEADER, view[offset : offset + length]]
             continue
-        run = _Run(flow, offset, ip_len, headers_len, options, (seq + payload) & 0xFFFFFFFF,
-                   payload, is_v6, flags, window)  # fmt: skip
-    if run is not None:
-        yield _finish(buffer, view, run)
+        pieces = []
+        start, run_ip_len, run_headers_len = offset, ip_len, headers_len
+        segment = merged = payload  # every segment but the last has this payload size
+        last_flags, last_window = flags, window
+        key, options = candidate, opts
+        next_seq = (seq + payload) & 0xFFFFFFFF
+        # the merged length must fit its 16-bit field: IPv4's counts the IP
+        # header, IPv6's does not
+        limit = _MAX_IP_PAYLOAD - headers_len + (ip_len if ip_len == 40 else 0)
+    if pieces is not None:
+        yield _finish(buffer, view, start, run_ip_len, run_headers_len, segment, merged,
+                      last_flags, last_window, pieces)  # fmt: skip
 
 
-def _tcp_segment(buffer: bytearray, offset: int, length: int) -> tuple | None:
-    """The fields of a plain TCP segment that may be merged, or None.
-
-    Only ACK or ACK+PSH segments without IP options, fragments or IPv6
-    extension headers qualify; the flow key includes what must match exactly.
-    """
-    version = buffer[offset] >> 4
-    if version == 4:
-        if length < 40:
-            return None
-        ver_ihl, tos, total, _id, frag, ttl, proto, _csum, src, dst = _V4.unpack_from(
-            buffer, offset
-        )
-        if ver_ihl != 0x45 or proto != _TCP or frag & 0x3FFF or total != length:
-            return None
-        ip_len, is_v6 = 20, False
-        key = bytes((tos, ttl, frag >> 8)) + src + dst
-    elif version == 6:
-        if length < 60:
-            return None
-        first, payload_len, next_header, hops, src, dst = _V6.unpack_from(buffer, offset)
-        if next_header != _TCP or payload_len + 40 != length:
-            return None
-        ip_len, is_v6 = 40, True
-        key = first.to_bytes(4, "big") + bytes((hops,)) + src + dst
-    else:
-        return None
-    sport, dport, seq, ack, data_offset, flags, window = _TCP_HDR.unpack_from(
-        buffer, offset + ip_len
-    )
-    tcp_len = (data_offset >> 4) * 4
-    if flags not in (_ACK, _ACK | _PSH) or tcp_len < 20 or ip_len + tcp_len > length:
-        return None
-    headers_len = ip_len + tcp_len
-    options = bytes(buffer[offset + ip_len + 20 : offset + headers_len])
-    flow = key + struct.pack("!HHI", sport, dport, ack)
-    payload = length - headers_len
-    return flow, seq, payload, flags, window, headers_len, options, ip_len, is_v6
-
-
-def _extends(run: _Run, candidate: tuple) -> bool:
-    flow, seq, payload, _flags, _window, headers_len, options, _ip_len, _v6 = candidate
-    return (
-        flow == run.flow
-        and seq == run.next_seq
-        and headers_len == run.headers_len
-        and options == run.options
-        and 0 < payload <= run.segment
-        and run.headers_len + run.payload + payload - run.ip_len <= _MAX_IP_PAYLOAD
-    )
-
-
-def _finish(buffer: bytearray, view: memoryview, run: _Run) -> list:
-    """Rewrite the first packet's headers for the whole run; return its writev list."""
-    first = view[run.offset : run.offset + run.headers_len + run.segment]
-    if not run.pieces:
+def _finish(buffer: bytearray, view: memoryview, o: int, ip_len: int, headers_len: int,
+            segment: int, payload: int, last_flags: int, last_window: int,
+            pieces: list) -> list:  # fmt: skip
+    """Rewrite the run's first packet's headers for the whole run (o is its offset,
+    payload the run's payload bytes); return its writev list."""
+    first = view[o : o + headers_len + segment]
+    if not pieces:
         return [DATA_VALID_HEADER, first]
-    o = run.offset
-    tcp = o + run.ip_len
-    tcp_length = run.headers_len - run.ip_len + run.payload
-    if run.last_flags & _PSH:
+    tcp = o + ip_len
+    tcp_length = headers_len - ip_len + payload
+    if last_flags & _PSH:
         buffer[tcp + 13] |= _PSH
-    struct.pack_into("!H", buffer, tcp + 14, run.last_window)
-    if run.is_v6:
+    struct.pack_into("!H", buffer, tcp + 14, last_window)
+    if ip_len == 40:
         struct.pack_into("!H", buffer, o + 4, tcp_length)
         pseudo = _sum16(bytes(buffer[o + 8 : o + 40])) + tcp_length + _TCP
         gso_type = VIRTIO_NET_HDR_GSO_TCPV6
     else:
-        struct.pack_into("!H", buffer, o + 2, run.ip_len + tcp_length)
+        struct.pack_into("!H", buffer, o + 2, ip_len + tcp_length)
         struct.pack_into("!H", buffer, o + 10, 0)
         struct.pack_into("!H", buffer, o + 10, ipv4_header_checksum(buffer[o : o + 20]))
         pseudo = _sum16(bytes(buffer[o + 12 : o + 20])) + tcp_length + _TCP
         gso_type = VIRTIO_NET_HDR_GSO_TCPV4
     # NEEDS_CSUM: the kernel adds the segment's own sum to this folded seed
     struct.pack_into("!H", buffer, tcp + 16, _fold(pseudo))
-    header = VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type, run.headers_len, run.segment,
-                           run.ip_len, 16)  # fmt: skip
-    return [header, first] + [view[p : p + n] for p, n in run.pieces]
+    header = VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type, headers_len, segment, ip_len, 16)
+    return [header, first, *pieces]
