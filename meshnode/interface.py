@@ -15,6 +15,7 @@ consecutive TCP segments as one GSO super-packet (net/offload.py).
 from __future__ import annotations
 
 import errno
+import io
 import os
 import socket
 import time
@@ -89,8 +90,8 @@ class Interface:
         self.other_datagrams: list[tuple[Callable[[bytes], bool], DatagramHandler]] = []
         self.errors: Counter[str] = Counter()
         self._udp_scope: trio.CancelScope | None = None
-        self._timer_wakeup = trio.Event()
-        self._sleeping_until = float("inf")
+        # the timer loop sleeps in this scope until the device's next deadline
+        self._timer_scope = trio.CancelScope()
 
     def _bind(self, port: int, fwmark: int) -> UdpSockets:
         return UdpSockets(port, fwmark, gro=self.offloads.gro, gso=self.offloads.gso)
@@ -119,12 +120,14 @@ class Interface:
         return trio.current_time()
 
     def _flush(self) -> None:
-        """Send what the device queued and deliver what it decrypted; wake the
-        timer loop if this batch made a deadline earlier than the one it sleeps to."""
+        """Send what the device queued and deliver what it decrypted; bring the
+        timer loop's wakeup forward if this batch set an earlier deadline."""
         self._send_and_deliver()
         deadline = self.device.next_deadline()
-        if deadline is not None and deadline < self._sleeping_until:
-            self._timer_wakeup.set()
+        if deadline is not None and deadline < self._timer_scope.deadline:
+            # moving a deadline costs no task switch; waking the timer loop
+            # to recompute it after every batch added one to each packet's path
+            self._timer_scope.deadline = deadline
 
     def _send_and_deliver(self) -> None:
         device = self.device
@@ -154,37 +157,40 @@ class Interface:
         finally:
             inbox.clear()
 
-    def _tun_slots(self) -> tuple[list[memoryview], list[list], int]:
-        """Read buffers for one batch: room for an MTU-sized packet and its padding."""
+    def _tun_slots(self) -> tuple[list[memoryview], list[memoryview], int]:
+        """Buffers for one batch of reads: each with room for the virtio header (if
+        any), an MTU-sized packet and its padding; and the packet's part of it."""
         size = max(self.device.mtu, 1500) + 64
+        skip = VNET_HDR_LEN if self.tun.vnet_hdr else 0
         arena = memoryview(bytearray(_TUN_BATCH * size))
-        slots = [arena[i * size : (i + 1) * size] for i in range(_TUN_BATCH)]
-        header = bytearray(VNET_HDR_LEN)
-        iovs = [[header, slot] if self.tun.vnet_hdr else [slot] for slot in slots]
-        return slots, iovs, size
+        reads = [arena[i * size : (i + 1) * size] for i in range(_TUN_BATCH)]
+        return [read[skip:] for read in reads], reads, size
 
     async def _tun_reader(self) -> None:
         fd = self.tun.fileno()
         device = self.device
         skip = VNET_HDR_LEN if self.tun.vnet_hdr else 0
-        slots, iovs, slot_size = self._tun_slots()
+        slots, reads, slot_size = self._tun_slots()
         lengths = [0] * _TUN_BATCH
-        readv = os.readv
+        # FileIO.readinto reads into one buffer and returns None at EAGAIN: cheaper
+        # per packet than os.readv, and no exception to end each batch
+        readinto = io.FileIO(fd, "rb", closefd=False).readinto
         while True:
             await trio.lowlevel.wait_readable(fd)
             if device.mtu + 64 > slot_size:
-                slots, iovs, slot_size = self._tun_slots()
+                slots, reads, slot_size = self._tun_slots()
             now = self._now()
             count = 0
             while count < _TUN_BATCH:
                 try:
-                    lengths[count] = readv(fd, iovs[count]) - skip
-                except BlockingIOError:
-                    break
+                    length = readinto(reads[count])
                 except OSError as exc:
                     if exc.errno in (errno.EBADFD, errno.EIO, errno.ENODEV):
                         raise InterfaceGone(self.name) from exc
                     raise
+                if length is None:
+                    break
+                lengths[count] = length - skip
                 count += 1
             if count:
                 device.send_batch(slots, lengths, count, now)
@@ -252,13 +258,12 @@ class Interface:
         device = self.device
         while True:
             deadline = device.next_deadline()
-            self._sleeping_until = float("inf") if deadline is None else deadline
-            with trio.move_on_at(self._sleeping_until):
-                await self._timer_wakeup.wait()
-            self._timer_wakeup = trio.Event()
+            self._timer_scope = trio.CancelScope(
+                deadline=float("inf") if deadline is None else deadline
+            )
+            with self._timer_scope:
+                await trio.sleep_forever()
             device.handle_timers(self._now())
-            # no _flush here: this loop reads the next deadline itself, and
-            # waking itself would make it spin
             self._send_and_deliver()
 
     async def _link_watch(self) -> None:
