@@ -12,11 +12,11 @@ import time
 from typing import TextIO
 
 SILENT, ERROR, VERBOSE = 0, 1, 2
-_LEVELS = {"silent": SILENT, "error": ERROR, "verbose": VERBOSE, "debug": VERBOSE}
+LEVELS = {"silent": SILENT, "error": ERROR, "verbose": VERBOSE, "debug": VERBOSE}
 
 
 def level_from_env(default: int = ERROR) -> int:
-    return _LEVELS.get(os.environ.get("LOG_LEVEL", "").lower(), default)
+    return LEVELS.get(os.environ.get("LOG_LEVEL", "").lower(), default)
 
 
 class Logger:

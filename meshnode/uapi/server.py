@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import socket
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Protocol
 
 import trio
 
+from ..net.unixsock import listen_unix
 from .protocol import UapiError
 
 SOCKET_DIR = Path(os.environ.get("WG_SOCKET_DIR", "/var/run/wireguard"))
@@ -27,31 +27,9 @@ def socket_path(interface: str) -> Path:
 
 
 def listen(interface: str) -> socket.socket:
-    """Create the listening socket (root only), replacing a stale one.
-
-    Plain `socket` so a daemon can create it before it forks and trio starts.
-    """
+    """Create the listening socket (root only), replacing a stale one."""
     path = socket_path(interface)
-    SOCKET_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
-    if path.exists() or path.is_symlink():
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()  # nobody answers: left over from a daemon that died
-        else:
-            raise OSError(errno.EADDRINUSE, f"UAPI socket {path} is in use")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    old_umask = os.umask(0o077)
-    try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    sock.listen(16)
-    return sock
+    return listen_unix(path, f"UAPI socket {path} is in use")
 
 
 class SocketRemoved(Exception):

@@ -195,6 +195,12 @@ def parse_get(name: str, lines: Iterable[bytes]) -> Device:
     raise OSError(errno.EPROTO, _strerror(errno.EPROTO))
 
 
+def parse_get_text(name: str, text: str) -> Device:
+    """A get reply as a daemon's own `uapi_get()` returns it (no errno line)."""
+    lines = [(line + "\n").encode("utf-8", "surrogateescape") for line in text.splitlines()]
+    return parse_get(name, [*lines, b"errno=0\n", b"\n"])
+
+
 # --- set -------------------------------------------------------------------
 
 

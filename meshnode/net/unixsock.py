@@ -1,0 +1,37 @@
+"""Listening unix sockets for local control (the UAPI, the node's control socket)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from pathlib import Path
+
+
+def listen_unix(path: Path, in_use: str) -> socket.socket:
+    """A listening socket at path, root only (0600), created before trio starts.
+
+    A socket file nobody answers on is left over from a process that died and
+    is replaced; one that answers belongs to a live process: OSError
+    EADDRINUSE with the message in_use.
+    """
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()
+        else:
+            raise OSError(errno.EADDRINUSE, in_use)
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    old_umask = os.umask(0o077)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(16)
+    return sock
