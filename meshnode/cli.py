@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import NamedTuple, TextIO
 
 from . import __version__
+from .node import command as node_command
 from .wgtool import commands as wgtool
 from .wireguard.keys import (
     BASE64_LEN,
@@ -141,6 +142,10 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "pubkey": Subcommand(
         pubkey, "Reads a private key from stdin and writes a public key to stdout"
     ),
+    # the node (meshnode.node)
+    "up": Subcommand(node_command.up_main, "Runs the node: every interface of a configuration"),
+    "down": Subcommand(node_command.down_main, "Takes the running node and its interfaces down"),
+    "reload": Subcommand(node_command.reload_main, "Applies the node's changed configuration"),
 }
 
 

@@ -1,0 +1,44 @@
+"""iptables rules for gateway mode (forwarding the peers' traffic and
+masquerading it out of the uplink, as in the WireGuard guide's server).
+
+Every rule carries a comment naming the interface it belongs to, so what
+meshnode added is easy to find (`iptables -S | grep meshnode`) and is
+removed by exactly the rule that added it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+
+
+class FirewallError(OSError):
+    pass
+
+
+def comment_for(ifname: str) -> str:
+    return f"meshnode:{ifname}"
+
+
+def add_rule(
+    version: int,
+    table: str,
+    chain: str,
+    spec: list[str],
+    ifname: str,
+    on_undo: Callable[[Callable[[], None]], None],
+) -> None:
+    """Append one rule (`-t TABLE -A CHAIN SPEC`) and register its deletion."""
+    tool = "ip6tables" if version == 6 else "iptables"
+    rule = [*spec, "-m", "comment", "--comment", comment_for(ifname)]
+    _run(tool, "-w", "-t", table, "-A", chain, *rule)
+    on_undo(lambda: _run(tool, "-w", "-t", table, "-D", chain, *rule, check=False))
+
+
+def _run(*argv: str, check: bool = True) -> None:
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise FirewallError(f"{argv[0]} is not installed (gateway mode needs it)") from None
+    if check and result.returncode != 0:
+        raise FirewallError(f"{' '.join(argv)}: {result.stderr.strip()}")

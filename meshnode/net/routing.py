@@ -1,0 +1,128 @@
+"""Addresses, routes, policy rules and sysctls for one interface, each change
+registered with its undo, so that whatever way the interface goes down,
+everything it added is taken back (in reverse order).
+
+Addresses and routes go over netlink with pyroute2. Policy rules are made
+with iproute2's `ip rule`, exactly as wg-quick makes them: "not fwmark" and
+"suppress_prefixlength" are flags and attributes pyroute2's rule API does
+not spell out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from pyroute2 import IPRoute
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+class RoutingError(OSError):
+    pass
+
+
+def _family(net: Network | Address) -> int:
+    return socket.AF_INET6 if net.version == 6 else socket.AF_INET
+
+
+class Routing:
+    """The routing changes of one interface; `undo` is registered for each."""
+
+    def __init__(self, ifname: str, on_undo: Callable[[Callable[[], None]], None]) -> None:
+        self.ifname = ifname
+        self._on_undo = on_undo
+        with IPRoute() as ipr:
+            found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise RoutingError(f"no interface {ifname}")
+        self.index = found[0]
+
+    def add_address(self, address: Address) -> None:
+        with IPRoute() as ipr:
+            try:
+                ipr.addr(
+                    "add",
+                    index=self.index,
+                    address=str(address.ip),
+                    prefixlen=address.network.prefixlen,
+                    family=_family(address),
+                )
+            except Exception as exc:
+                raise RoutingError(f"cannot add address {address} to {self.ifname}: {exc}") from exc
+        # the address goes with the interface; nothing to undo
+
+    def add_route(self, network: Network, table: int | None = None) -> Callable[[], None]:
+        """Add a route through the interface; returns its undo (routes come and
+        go one by one on reload, so the caller keeps the undo)."""
+        arguments = {
+            "dst": str(network.network_address),
+            "dst_len": network.prefixlen,
+            "oif": self.index,
+            "family": _family(network),
+        }
+        if table is not None:
+            arguments["table"] = table
+        with IPRoute() as ipr:
+            try:
+                ipr.route("add", **arguments)
+            except Exception as exc:
+                where = f" table {table}" if table is not None else ""
+                raise RoutingError(f"cannot add route {network}{where}: {exc}") from exc
+
+        def undo() -> None:
+            with IPRoute() as ipr, contextlib.suppress(Exception):
+                ipr.route("del", **arguments)  # gone already if the interface is
+
+        return undo
+
+    def add_rule(self, version: int, *words: str) -> None:
+        """`ip -4|-6 rule add WORDS`, and its `rule del` as the undo."""
+        family = f"-{version}"
+        _ip(family, "rule", "add", *words)
+        self._on_undo(lambda: _ip(family, "rule", "del", *words, check=False))
+
+    def set_sysctl(self, name: str, value: str) -> None:
+        """Write /proc/sys/NAME; the old value comes back when the last
+        interface of this process that wanted it goes down."""
+        path = Path("/proc/sys") / name.replace(".", "/")
+        if name not in _sysctl_holders:
+            old = path.read_text().strip()
+            if old == value:
+                return
+            path.write_text(value + "\n")
+            _sysctl_holders[name] = [old, 0]
+        _sysctl_holders[name][1] += 1
+
+        def undo() -> None:
+            holder = _sysctl_holders[name]
+            holder[1] -= 1
+            if holder[1] == 0:
+                del _sysctl_holders[name]
+                path.write_text(f"{holder[0]}\n")
+
+        self._on_undo(undo)
+
+
+# sysctls are shared by every interface of the node: name -> [value before, holders]
+_sysctl_holders: dict[str, list] = {}
+
+
+def table_in_use(table: int) -> bool:
+    """Whether a routing table has any route, IPv4 or IPv6 (wg-quick picks a free one)."""
+    with IPRoute() as ipr:
+        for family in (socket.AF_INET, socket.AF_INET6):
+            if any(True for _ in ipr.route("dump", table=table, family=family)):
+                return True
+    return False
+
+
+def _ip(*args: str, check: bool = True) -> None:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise RoutingError(f"ip {' '.join(args)}: {result.stderr.strip()}")

@@ -1,0 +1,1 @@
+"""The node: `meshnode up` hosting several interfaces in one process."""

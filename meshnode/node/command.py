@@ -1,0 +1,152 @@
+"""`meshnode up`, `down` and `reload`.
+
+    meshnode up [--daemon] [CONFIG]     CONFIG: TOML (default /etc/meshnode/config.toml)
+                                        or a wg-quick .conf file
+    meshnode down
+    meshnode reload
+
+`up` runs in the foreground (systemd's Type=exec); with --daemon it returns
+once every interface is up, or fails with the node's error. LOG_LEVEL
+overrides the configuration's log level.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import trio
+
+from ..config import DEFAULT_CONFIG, ConfigError, load_config
+from ..log import LEVELS
+from . import control
+from .hosted import BringUpError
+from .node import Node
+
+USAGE_UP = "Usage: meshnode up [--daemon] [CONFIG]\n"
+
+
+def _error(message: str) -> int:
+    sys.stderr.write(f"meshnode: {message}\n")
+    return 1
+
+
+def up_main(argv: list[str]) -> int:
+    args = argv[1:]
+    daemon = "--daemon" in args
+    args = [a for a in args if a != "--daemon"]
+    if len(args) > 1 or any(a.startswith("-") for a in args):
+        sys.stderr.write(USAGE_UP)
+        return 1
+    path = args[0] if args else DEFAULT_CONFIG
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        return _error(str(exc))
+    env_level = os.environ.get("LOG_LEVEL", "").lower()
+    level = LEVELS.get(env_level, config.log_level)
+    try:
+        listener = control.listen()
+    except OSError as exc:
+        return _error(exc.strerror or str(exc))
+    inode = control.socket_path().lstat().st_ino
+    ready_fd = None
+    if daemon:
+        read_end, ready_fd = os.pipe()
+        if os.fork() > 0:  # before trio starts: a forked trio would share its epoll
+            os.close(ready_fd)
+            listener.close()
+            return _wait_for_child(read_end)
+        os.close(read_end)
+        os.setsid()
+    try:
+        error = trio.run(_run, config, level, listener, ready_fd)
+    except KeyboardInterrupt:
+        error = None
+    finally:
+        control.remove(listener, inode)
+    if error is not None:
+        if ready_fd is not None:
+            _report(ready_fd, f"E{error}")
+        return _error(error)
+    return 0
+
+
+async def _run(config, level: int, listener, ready_fd: int | None) -> str | None:  # type: ignore[no-untyped-def]
+    node = Node(config, level)
+    error = None
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run, listener)
+            if ready_fd is not None:
+                _report(ready_fd, "OK")
+                _detach_stdio()
+    except* BringUpError as group:
+        error = "; ".join(str(exc) for exc in _leaves(group))
+    return error
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups: nurseries nest them."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+def _report(fd: int, message: str) -> None:
+    try:
+        os.write(fd, message.encode() + b"\n")
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _detach_stdio() -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _wait_for_child(read_end: int) -> int:
+    """The parent of --daemon: exit 0 once the node is up, 1 with its error."""
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode(errors="replace").strip()
+    if message == "OK":
+        return 0
+    return _error(message[1:] if message.startswith("E") else "the node exited during start-up")
+
+
+def _ask(argv: list[str], command: str) -> dict[str, Any] | int:
+    """Send `command` to the running node: its answer, or an exit status."""
+    if len(argv) != 1:
+        sys.stderr.write(f"Usage: meshnode {command}\n")
+        return 1
+    try:
+        return control.request(command)
+    except OSError as exc:
+        return _error(f"no node is running ({control.socket_path()}: {exc.strerror or exc})")
+
+
+def down_main(argv: list[str]) -> int:
+    reply = _ask(argv, "down")
+    if isinstance(reply, int):
+        return reply
+    if not reply.get("ok"):
+        return _error(reply.get("error", "down failed"))
+    # the node answers first, then takes its interfaces down: wait for it
+    deadline = time.monotonic() + 120
+    while control.socket_path().exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return 0
+
+
+def reload_main(argv: list[str]) -> int:
+    reply = _ask(argv, "reload")
+    if isinstance(reply, int):
+        return reply
+    if not reply.get("ok"):
+        return _error(f"reload failed, the node keeps its configuration: {reply.get('error')}")
+    return 0
