@@ -304,3 +304,48 @@ def test_a_bad_config_names_file_and_line_and_leaves_nothing(lab: Lab, case: str
     assert links(ns) == ["lo"], out
     if holder is not None:
         holder.stop()
+
+
+# ---------------------------------------------------------------- hooks, SaveConfig
+
+
+def test_hooks_run_in_wg_quick_order_and_saveconfig_writes_the_live_state(lab: Lab) -> None:
+    ns, peer_ns = lab.namespace("h"), lab.namespace("q")
+    lab.veth(ns, peer_ns, "192.168.66.1/24", "192.168.66.2/24")
+    ifname = lab.ifname("h")
+    private, _ = new_key()
+    _, first_peer = new_key()
+    _, added_peer = new_key()
+    trace = lab.tmp_path / "hooks.log"
+    node = make_node(lab, ns, f"{ifname}.conf", f"""
+[Interface]
+PrivateKey = {private}
+Address = 10.66.0.1/24
+SaveConfig = true
+PreUp = echo "pre-up %i $(ip -br link show dev %i 2>/dev/null | wc -l)" >> {trace}
+PostUp = echo "post-up %i $(ip -br addr show dev %i | grep -c 10.66.0.1)" >> {trace}
+PreDown = echo "pre-down %i" >> {trace}
+PostDown = echo "post-down %i $(ip -br link show dev %i 2>/dev/null | wc -l)" >> {trace}
+
+[Peer]
+PublicKey = {first_peer}
+AllowedIPs = 10.66.0.2/32
+""").start(ifname)
+    # a peer added at run time, as with wg-quick: SaveConfig keeps it
+    ns.run("wg", "set", ifname, "peer", added_peer, "allowed-ips", "10.66.0.3/32",
+           "endpoint", "192.168.66.2:51820")  # fmt: skip
+    assert node.terminate() == 0, node.log()
+    # PreUp before the TUN exists, PostUp once it has its address, PostDown after it is gone
+    assert trace.read_text().splitlines() == [
+        f"pre-up {ifname} 0", f"post-up {ifname} 1", f"pre-down {ifname}", f"post-down {ifname} 0"
+    ]
+    saved = node.config.read_text()
+    assert oct(node.config.stat().st_mode & 0o777) == "0o600"
+    assert "SaveConfig = true" in saved and "Address = 10.66.0.1/24" in saved
+    assert f"PublicKey = {added_peer}" in saved and "Endpoint = 192.168.66.2:51820" in saved
+    assert "PostDown = echo \"post-down %i" in saved
+    # and the saved file brings the same interface up again
+    node.start(ifname)
+    peers = ns.run("wg", "show", ifname, "peers").stdout.decode().split()
+    assert sorted(peers) == sorted([first_peer, added_peer])
+    assert node.terminate() == 0, node.log()
