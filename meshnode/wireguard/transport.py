@@ -157,9 +157,15 @@ def open_batch(dev: Device, view: memoryview, total: int, segment: int, source: 
                now: float) -> None:  # fmt: skip
     """Process datagrams from one source laid end to end in view (all `segment`
     bytes long but the last, as UDP GRO delivers them); inner packets go to
-    dev.inbox, anything but transport messages to the device's slow path."""
+    dev.inbox, anything but transport messages to the device's slow path.
+
+    The inbox's fill level and buffers are kept in locals and stored back
+    before anything else may look at them (the slow path, the end).
+    """
     inbox = dev.inbox
     records = inbox.records
+    used, buffer, out_view = inbox.used, inbox.buffer, inbox.view
+    capacity = len(buffer)
     keypairs = dev.keypairs_by_index
     lookup_v4 = dev.allowed_ips.lookup_v4
     lookup_v6 = dev.allowed_ips.lookup_v6
@@ -169,6 +175,7 @@ def open_batch(dev: Device, view: memoryview, total: int, segment: int, source: 
     peer: Peer | None = None
     decrypt_into = accept = None
     stats: list[int] = [0, 0]
+    unconfirmed = False  # the session is the responder's `next`, still to be confirmed
     last_source = -1
     offset = 0
     while offset < total:
@@ -178,10 +185,12 @@ def open_batch(dev: Device, view: memoryview, total: int, segment: int, source: 
             offset = total
         size = offset - start
         if size < 32:
+            inbox.used = used
             dev.receive_other(bytes(view[start:offset]), source, now)
             continue
         word, index, counter = _HEADER.unpack_from(view, start)
         if word != _TRANSPORT_WORD:
+            inbox.used = used
             dev.receive_other(bytes(view[start:offset]), source, now)
             continue
         if index != last_index:
@@ -197,6 +206,7 @@ def open_batch(dev: Device, view: memoryview, total: int, segment: int, source: 
                 stats = received.get(peer) or received.setdefault(peer, [0, 0])
                 decrypt_into = keypair.receive_aead.decrypt_into
                 accept = keypair.replay.accept
+                unconfirmed = keypair is peer.keypairs.next
                 last_source = -1
         if keypair is None:
             dev.count_drop("unknown_index")
@@ -205,13 +215,15 @@ def open_batch(dev: Device, view: memoryview, total: int, segment: int, source: 
             dev.count_drop("replayed")  # no need to spend a decryption on it
             continue
         length = size - 32
-        out = inbox.used
-        if out + length > len(inbox.buffer):
-            out = inbox.reserve(length)
+        if used + length > capacity:
+            inbox.used = used
+            used = inbox.reserve(length)
+            buffer, out_view = inbox.buffer, inbox.view
+            capacity = len(buffer)
         try:
             decrypt_into(  # type: ignore[misc]
                 _NONCE.pack(0, counter), view[start + 16 : offset], None,
-                inbox.view[out : out + length],
+                out_view[used : used + length],
             )  # fmt: skip
         except InvalidTag:
             dev.count_drop("decrypt")
@@ -219,17 +231,19 @@ def open_batch(dev: Device, view: memoryview, total: int, segment: int, source: 
         if not accept(counter, REJECT_AFTER_MESSAGES):  # type: ignore[misc]
             dev.count_drop("replayed")
             continue
-        if keypair is peer.keypairs.next:  # type: ignore[union-attr]
+        if unconfirmed:
+            unconfirmed = False
             peer.endpoint = source  # type: ignore[union-attr]
+            inbox.used = used
             dev.confirm_session(peer, now)  # type: ignore[arg-type]
         stats[0] += size
         if length == 0:
             continue  # a keepalive
         stats[1] += 1
         # the inner packet: trim the padding, check its source against the peer's routes
-        version = inbox.buffer[out] >> 4
+        version = buffer[used] >> 4
         if version == 4 and length >= 20:
-            inner, route = _V4_SRC.unpack_from(inbox.buffer, out)
+            inner, route = _V4_SRC.unpack_from(buffer, used)
             if inner < 20 or inner > length:
                 dev.count_drop("inner_malformed")
                 continue
@@ -239,7 +253,7 @@ def open_batch(dev: Device, view: memoryview, total: int, segment: int, source: 
                     continue
                 last_source = route
         elif version == 6 and length >= 40:
-            inner, high, low = _V6_SRC.unpack_from(inbox.buffer, out)
+            inner, high, low = _V6_SRC.unpack_from(buffer, used)
             inner += 40
             if inner > length:
                 dev.count_drop("inner_malformed")
@@ -253,8 +267,9 @@ def open_batch(dev: Device, view: memoryview, total: int, segment: int, source: 
         else:
             dev.count_drop("inner_malformed")
             continue
-        records.append((out, inner))
-        inbox.used = out + length
+        records.append((used, inner))
+        used += length
+    inbox.used = used
     for p, (nbytes, data_packets) in received.items():
         if nbytes:
             p.endpoint = source
