@@ -41,7 +41,8 @@ class Node:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "MESHNODE_RUN_DIR": str(self.run_dir), "LOG_LEVEL": "verbose"}
+        return {**os.environ, "MESHNODE_RUN_DIR": str(self.run_dir), "LOG_LEVEL": "verbose",
+                "MESHNODE_STATE_DIR": str(self.run_dir / "state")}  # fmt: skip
 
     def start(self, *ifnames: str, timeout: float = 20) -> Node:
         """Start the node and wait until it says every named interface is up

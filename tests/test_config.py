@@ -392,13 +392,13 @@ TOML_ERRORS: list[tuple[str, str, str | None, str]] = [
         "bad private key",
         interface_toml("wg0", "mtu = 1420", private_key=NOT_A_KEY),
         NOT_A_KEY,
-        f"private_key: Key is not the correct length or format: `{NOT_A_KEY}'",
+        "private_key: Key is not the correct length or format: `(hidden)'",
     ),
     (
         "bad public key",
         interface_toml("wg0") + peer_toml('endpoint = "127.0.0.1:1"', key=NOT_A_KEY),
         NOT_A_KEY,
-        f"public_key: Key is not the correct length or format: `{NOT_A_KEY}'",
+        "public_key: Key is not the correct length or format: `(hidden)'",
     ),
     (
         "bad preshared key",
@@ -506,13 +506,13 @@ TOML_ERRORS: list[tuple[str, str, str | None, str]] = [
         "table zero",
         interface_toml("wg0", "table = 0"),
         "table",
-        'table must be "auto", "off" or a routing table number',
+        'table must be "auto", "off", "main" or a routing table number',
     ),
     (
-        "table as a string of digits",
-        interface_toml("wg0", 'table = "1234"'),
+        "table by an unknown name",
+        interface_toml("wg0", 'table = "vpn"'),
         "table",
-        'table must be "auto", "off" or a routing table number',
+        'table must be "auto", "off", "main" or a routing table number',
     ),
     (
         "unknown offload",
@@ -863,7 +863,9 @@ def test_wgquick_bad_private_key_located(tmp_path: Path) -> None:
     text = SERVER_CONF.replace(SERVER.private_b64, NOT_A_KEY)
     error = load_error(tmp_path, text, "wg0.conf")
     assert error.line == line_of(text, "PrivateKey")
-    assert error.message == f"Key is not the correct length or format: `{NOT_A_KEY}'"
+    # keys are never printed, not even one that is not quite right
+    assert error.message == "Key is not the correct length or format: `(hidden)'"
+    assert NOT_A_KEY not in str(error)
 
 
 def test_wgquick_bad_allowed_ips_located(tmp_path: Path) -> None:
@@ -878,7 +880,7 @@ def test_wgquick_bad_allowed_ips_located(tmp_path: Path) -> None:
     [
         ("MTU = 500", "MTU '500' is not a number from 576 to 65535"),
         ("MTU = big", "MTU 'big' is not a number from 576 to 65535"),
-        ("Table = main", "Table 'main' is not auto, off or a routing table number"),
+        ("Table = vpn", "Table 'vpn' is not auto, off, main or a routing table number"),
         ("SaveConfig = yes", "SaveConfig 'yes' is neither true nor false"),
     ],
 )
@@ -1048,3 +1050,23 @@ def test_routes_from_a_toml_table_number(full_toml: FullToml) -> None:
     plan = plan_routes(wg1, TableProbe({51820}))
     assert plan.routes == [(net, 1234) for net in networks("0.0.0.0/0", "::/0")]
     assert plan_routes(full_toml.config.interfaces[0], TableProbe(set())) == RoutePlan()
+
+
+def test_an_almost_right_private_key_is_not_printed(tmp_path: Path) -> None:
+    almost = SERVER.private_b64[:-2] + "="
+    error = load_error(tmp_path, SERVER_CONF.replace(SERVER.private_b64, almost), "wg0.conf")
+    assert almost[:20] not in str(error)
+    text = SERVER_CONF.replace("PrivateKey", "PrivateKeyy")
+    error = load_error(tmp_path, text, "wg0.conf")
+    assert error.message == "Line unrecognized: `PrivateKeyy=(hidden)'"
+    assert SERVER.private_b64 not in str(error)
+
+
+@pytest.mark.parametrize(("written", "meant"), [("main", "254"), ("Auto", "auto"), ("OFF", "off"),
+                                                ("1234", "1234"), ("local", "255")])  # fmt: skip
+def test_table_names_and_numbers_as_wg_quick_takes_them(tmp_path: Path, written: str,
+                                                        meant: str) -> None:  # fmt: skip
+    text = CLIENT_CONF.replace("[Peer]", f"Table = {written}\n\n[Peer]")
+    assert load(tmp_path, text, "wg0.conf").interfaces[0].table == meant
+    toml = interface_toml("wg0", f'table = "{written}"')
+    assert load(tmp_path, toml).interfaces[0].table == meant

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from netns import Lab, Namespace, require_netns, wait_for
@@ -287,7 +288,7 @@ def test_a_bad_config_names_file_and_line_and_leaves_nothing(lab: Lab, case: str
     extra, line, message = BAD_CONFIGS[case]
     key_line = f"private_key = '{private}'"
     if case == "bad key":
-        key_line, message = "private_key = 'not-a-key'", "not-a-key"
+        key_line, message = "private_key = 'not-a-key'", "private_key: Key is not the correct"
     if case == "unreadable key file":
         key_line = f"private_key_file = '{lab.tmp_path / 'missing.key'}'"
     text = f"[[interface]]\nname = '{name}'\n{key_line}\nlisten_port = 51830\n\n"
@@ -297,11 +298,17 @@ def test_a_bad_config_names_file_and_line_and_leaves_nothing(lab: Lab, case: str
         holder = ns.spawn("python3", "-c", _HOLD_PORT_51831)
         wait_for(lambda: b"51831" in ns.run("ss", "-uln").stdout, 10, "the port holder")
     node = make_node(lab, ns, "bad.toml", text)
+    rules_before = rules(ns, 4) + rules(ns, 6)
     status, out = node.cli("up", str(node.config), check=False, timeout=60)
     assert status != 0, out
     assert f"{node.config}:{line}:" in out, out
     assert message in out, out
+    assert private not in out
+    # nothing left: no TUN, no UAPI or control socket, no rule
     assert links(ns) == ["lo"], out
+    assert not [n for n in (name, other) if Path(f"/var/run/wireguard/{n}.sock").exists()]
+    assert not (node.run_dir / "control.sock").exists()
+    assert rules(ns, 4) + rules(ns, 6) == rules_before
     if holder is not None:
         holder.stop()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .model import (
@@ -28,12 +29,13 @@ def load_config(path: str) -> NodeConfig:
     """Read and check a whole configuration; ConfigError names file and line.
 
     A file ending in .conf is a wg-quick file for one interface named after
-    it; anything else is meshnode's TOML.
+    it; anything else is meshnode's TOML. MESHNODE_STATE_DIR overrides the
+    state directory.
     """
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(path, None, f"cannot read: {exc.strerror}") from None
-    if path.endswith(".conf"):
-        return load_wg_quick(path, raw)
-    return load_toml(path, raw)
+    config = load_wg_quick(path, raw) if path.endswith(".conf") else load_toml(path, raw)
+    config.state_dir = os.environ.get("MESHNODE_STATE_DIR") or config.state_dir
+    return config

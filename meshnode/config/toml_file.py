@@ -18,7 +18,14 @@ from ..wgtool.errors import WgError
 from ..wgtool.model import DeviceUpdate, PeerUpdate
 from ..wgtool.values import parse_allowed_ips, parse_endpoint, parse_key, read_key_file
 from .model import DEFAULT_STATE_DIR, ConfigError, Gateway, InterfaceConfig, NodeConfig
-from .validate import MIN_MTU, check_interface_name, check_node, split_dns
+from .validate import (
+    MIN_MTU,
+    check_interface_name,
+    check_node,
+    parse_table,
+    split_dns,
+    without_secrets,
+)
 
 Where = tuple[str | int, ...]
 
@@ -157,7 +164,7 @@ class _Table:
         try:
             return parse(value)
         except WgError as exc:
-            raise self.error(key, f"{key}: {exc.message}") from None
+            raise self.error(key, f"{key}: {without_secrets(exc.message)}") from None
 
     def table(self, key: str) -> dict[str, Any] | None:
         value = self.data.get(key)
@@ -233,13 +240,9 @@ def _interface(table: _Table) -> InterfaceConfig:
         offloads = Offloads.parse(offloads_text)
     except ValueError as exc:
         raise table.error("offloads", str(exc)) from None
-    table_value = table.data.get("table", "auto")
-    if table_value not in ("auto", "off") and (
-        isinstance(table_value, bool)
-        or not isinstance(table_value, int)
-        or not 0 < table_value < 2**32
-    ):
-        raise table.error("table", 'table must be "auto", "off" or a routing table number')
+    table_value = parse_table(table.data.get("table", "auto"))
+    if table_value is None:
+        raise table.error("table", 'table must be "auto", "off", "main" or a routing table number')
     gateway = None
     if (gateway_data := table.table("gateway")) is not None:
         gw = _Table(
@@ -273,7 +276,7 @@ def _interface(table: _Table) -> InterfaceConfig:
         mtu=table.integer("mtu", MIN_MTU, 65535),
         dns=dns,
         dns_search=dns_search,
-        table=str(table_value),
+        table=table_value,
         pre_up=table.strings("pre_up"),
         post_up=table.strings("post_up"),
         pre_down=table.strings("pre_down"),

@@ -20,6 +20,42 @@ def check_interface_name(name: str) -> str | None:
     return None
 
 
+_TABLE_NAMES = {"main": 254, "default": 253, "local": 255}
+
+
+def parse_table(value: object) -> str | None:
+    """wg-quick's Table: "auto", "off", a number or a standard table's name;
+    as text ("auto", "off" or the number), None if it is none of these."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value) if 0 < value < 2**32 else None
+    if not isinstance(value, str):
+        return None
+    word = value.strip().lower()
+    if word in ("auto", "off"):
+        return word
+    if word in _TABLE_NAMES:
+        return str(_TABLE_NAMES[word])
+    if word.isdigit() and 0 < int(word) < 2**32:
+        return str(int(word))
+    return None
+
+
+def without_secrets(message: str) -> str:
+    """A wg parser's message with any key it quotes hidden: errors are printed
+    and logged, private keys must never be (wg itself prints them)."""
+
+    def hide(quoted: re.Match[str]) -> str:
+        text = quoted.group(1)
+        key, equals, _ = text.partition("=")
+        if equals and "key" in key.lower():
+            return f"`{key}=(hidden)'"
+        return "`(hidden)'" if message.startswith("Key is not") else quoted.group(0)
+
+    return re.sub(r"`([^`]*)'", hide, message)
+
+
 def split_dns(items: list[str]) -> tuple[list[str], list[str]]:
     """(servers, search domains), told apart as wg-quick does."""
     servers = [item for item in items if _DNS_SERVER.search(item)]

@@ -16,7 +16,7 @@ from ..wgtool.config import parse_config
 from ..wgtool.errors import WgError
 from ..wgtool.model import DeviceUpdate
 from .model import ConfigError, InterfaceConfig, NodeConfig
-from .validate import MIN_MTU, check_interface_name, split_dns
+from .validate import MIN_MTU, check_interface_name, parse_table, split_dns, without_secrets
 
 _QUICK_KEYS = {
     "address",
@@ -56,7 +56,8 @@ def load_wg_quick(path: str, raw: bytes) -> NodeConfig:
     try:
         config.wg = parse_config(b"\n".join(wg_lines), append=False, path=path)
     except WgError as exc:
-        raise ConfigError(path, exc.lineno, exc.message.splitlines()[0]) from None
+        message = without_secrets(exc.message.splitlines()[0])
+        raise ConfigError(path, exc.lineno, message) from None
     return NodeConfig(path=path, interfaces=[config])
 
 
@@ -77,9 +78,10 @@ def _quick_key(config: InterfaceConfig, key: str, value: str) -> None:
             raise ValueError(f"MTU {value!r} is not a number from {MIN_MTU} to 65535")
         config.mtu = int(value)
     elif key == "table":
-        if value not in ("auto", "off") and not (value.isdigit() and 0 < int(value) < 2**32):
-            raise ValueError(f"Table {value!r} is not auto, off or a routing table number")
-        config.table = value
+        table = parse_table(value)
+        if table is None:
+            raise ValueError(f"Table {value!r} is not auto, off, main or a routing table number")
+        config.table = table
     elif key == "saveconfig":
         # wg-quick reads its keys and values with nocasematch
         if value.lower() not in ("true", "false"):

@@ -31,14 +31,18 @@ def add_rule(
     """Append one rule (`-t TABLE -A CHAIN SPEC`) and register its deletion."""
     tool = "ip6tables" if version == 6 else "iptables"
     rule = [*spec, "-m", "comment", "--comment", comment_for(ifname)]
-    _run(tool, "-w", "-t", table, "-A", chain, *rule)
-    on_undo(lambda: _run(tool, "-w", "-t", table, "-D", chain, *rule, check=False))
+    # -w 5: wait for the xtables lock a while, never for ever (the node's event
+    # loop waits with it)
+    _run(tool, "-w", "5", "-t", table, "-A", chain, *rule)
+    on_undo(lambda: _run(tool, "-w", "5", "-t", table, "-D", chain, *rule, check=False))
 
 
 def _run(*argv: str, check: bool = True) -> None:
     try:
-        result = subprocess.run(argv, capture_output=True, text=True)
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=15)
     except FileNotFoundError:
         raise FirewallError(f"{argv[0]} is not installed (gateway mode needs it)") from None
+    except subprocess.TimeoutExpired:
+        raise FirewallError(f"{' '.join(argv)}: no answer in 15 s") from None
     if check and result.returncode != 0:
         raise FirewallError(f"{' '.join(argv)}: {result.stderr.strip()}")

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import re
 import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 from pyroute2 import IPRoute
+
+from .link import mtu_of
+
+_TIMEOUT = 10  # seconds for an `ip` command
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -122,7 +127,30 @@ def table_in_use(table: int) -> bool:
     return False
 
 
+def path_mtu(hosts: list[str]) -> int:
+    """wg-quick's guess of the underlay MTU: the largest MTU of the routes to
+    the endpoints, else that of the default route, else 1500."""
+    best = max((_route_mtu("get", host) for host in hosts), default=0)
+    return best or _route_mtu("show", "default") or 1500
+
+
+def _route_mtu(*args: str) -> int:
+    try:
+        out = subprocess.run(["ip", "route", *args], capture_output=True, text=True,
+                             timeout=_TIMEOUT).stdout  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return 0
+    if found := re.search(r"\bmtu (\d+)", out):
+        return int(found.group(1))
+    if found := re.search(r"\bdev (\S+)", out):
+        return mtu_of(found.group(1)) or 0
+    return 0
+
+
 def _ip(*args: str, check: bool = True) -> None:
-    result = subprocess.run(["ip", *args], capture_output=True, text=True)
+    try:
+        result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise RoutingError(f"ip {' '.join(args)}: no answer in {_TIMEOUT} s") from None
     if check and result.returncode != 0:
         raise RoutingError(f"ip {' '.join(args)}: {result.stderr.strip()}")

@@ -13,18 +13,21 @@ overrides the configuration's log level.
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import sys
 import time
 from typing import Any
 
 import trio
 
-from ..config import DEFAULT_CONFIG, ConfigError, load_config
+from ..config import DEFAULT_CONFIG, ConfigError, NodeConfig, load_config
 from ..log import LEVELS
 from . import control
 from .hosted import BringUpError
 from .node import Node
 
+DOWN_TIMEOUT = 150  # s: PreDown and PostDown may take 40 s each, then the rest
 USAGE_UP = "Usage: meshnode up [--daemon] [CONFIG]\n"
 
 
@@ -45,9 +48,9 @@ def up_main(argv: list[str]) -> int:
         config = load_config(path)
     except ConfigError as exc:
         return _error(str(exc))
-    env_level = os.environ.get("LOG_LEVEL", "").lower()
-    level = LEVELS.get(env_level, config.log_level)
+    level = LEVELS.get(os.environ.get("LOG_LEVEL", "").lower(), config.log_level)
     try:
+        _make_state_dir(config.state_dir)
         listener = control.listen()
     except OSError as exc:
         return _error(exc.strerror or str(exc))
@@ -61,30 +64,43 @@ def up_main(argv: list[str]) -> int:
             return _wait_for_child(read_end)
         os.close(read_end)
         os.setsid()
+        os.chdir("/")
     try:
         error = trio.run(_run, config, level, listener, ready_fd)
-    except KeyboardInterrupt:
-        error = None
     finally:
         control.remove(listener, inode)
-    if error is not None:
-        if ready_fd is not None:
-            _report(ready_fd, f"E{error}")
-        return _error(error)
-    return 0
+    if error is None:
+        return 0
+    if ready_fd is not None:  # the parent prints it
+        _report(ready_fd, f"E{error}")
+        return 1
+    return _error(error)
 
 
-async def _run(config, level: int, listener, ready_fd: int | None) -> str | None:  # type: ignore[no-untyped-def]
+def _make_state_dir(path: str) -> None:
+    """The state directory (keys and mesh state later), root only."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+
+
+async def _run(config: NodeConfig, level: int, listener: socket.socket,
+               ready_fd: int | None) -> str | None:  # fmt: skip
+    """Run the node; the start-up error, if any. Signals are caught from before
+    the first interface comes up until after the last one is down."""
     node = Node(config, level)
-    error = None
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(node.run, listener)
-            if ready_fd is not None:
-                _report(ready_fd, "OK")
+
+    def ready() -> None:
+        if ready_fd is not None:
+            _report(ready_fd, "OK")
+            # as wireguard-go: a detached daemon logs only if LOG_LEVEL asks
+            if "LOG_LEVEL" not in os.environ:
                 _detach_stdio()
-    except* BringUpError as group:
-        error = "; ".join(str(exc) for exc in _leaves(group))
+
+    error = None
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        try:
+            await node.run(listener, signals, ready)
+        except* BringUpError as group:
+            error = "; ".join(str(exc) for exc in _leaves(group))
     return error
 
 
@@ -126,6 +142,8 @@ def _ask(argv: list[str], command: str) -> dict[str, Any] | int:
         return 1
     try:
         return control.request(command)
+    except TimeoutError:
+        return _error(f"the node did not answer {command!r} in time")
     except OSError as exc:
         return _error(f"no node is running ({control.socket_path()}: {exc.strerror or exc})")
 
@@ -137,8 +155,10 @@ def down_main(argv: list[str]) -> int:
     if not reply.get("ok"):
         return _error(reply.get("error", "down failed"))
     # the node answers first, then takes its interfaces down: wait for it
-    deadline = time.monotonic() + 120
-    while control.socket_path().exists() and time.monotonic() < deadline:
+    deadline = time.monotonic() + DOWN_TIMEOUT
+    while control.socket_path().exists():
+        if time.monotonic() > deadline:
+            return _error(f"the node is still going down after {DOWN_TIMEOUT} s")
         time.sleep(0.05)
     return 0
 

@@ -13,7 +13,6 @@ runs PreDown (and SaveConfig) first and PostDown last, as wg-quick does.
 from __future__ import annotations
 
 import contextlib
-import errno
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -29,15 +28,19 @@ from ..uapi.protocol import UapiError
 from ..wgtool import sync
 from ..wgtool.model import DeviceUpdate
 from ..wgtool.uapi_client import encode_set, parse_get_text
-from ..wireguard.constants import DEFAULT_MTU
 from . import saveconfig
 from .routes import RoutePlan, plan_routes
 
-HOOK_TIMEOUT = 60.0  # seconds a PreUp/PostUp/... command may take
-TEARDOWN_TIMEOUT = 90.0
+HOOK_TIMEOUT = 30.0  # seconds a PreUp/PostUp/... command may take
+TEARDOWN_TIMEOUT = 40.0  # for each teardown step that awaits (PreDown, PostDown)
+
+
+class HookError(Exception):
+    """A PreUp/PostUp/PreDown/PostDown command failed or took too long."""
+
 
 # What a failed bring-up raises, to be reported with the interface's location.
-SETUP_ERRORS = (OSError, UapiError, ValueError, trio.TooSlowError)
+SETUP_ERRORS = (OSError, UapiError, ValueError, HookError)
 
 
 class BringUpError(Exception):
@@ -56,35 +59,56 @@ class HostedInterface:
         self._routes: dict[tuple[routing.Network, int | None], Callable[[], None]] = {}
         self._routing: routing.Routing | None = None
         self._came_up = False
+        self._save_on_stop = True
 
     # ------------------------------------------------------------ life cycle
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Set up, report started, serve until cancelled; BringUpError if setup fails."""
+        """Set up, report started, serve until stopped; BringUpError if setup fails.
+
+        The data path and the UAPI are served from before PostUp until after
+        PreDown, so hooks can use `wg` and the tunnel, as with wg-quick."""
+        failure: Exception | None = None
         try:
-            with self.cancel_scope:
-                async with contextlib.AsyncExitStack() as stack:
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    listener = await self._bring_up(stack)
+                except SETUP_ERRORS as exc:
+                    raise BringUpError(self._located(exc)) from exc
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._serve, listener)
                     try:
-                        listener = await self._bring_up(stack)
-                    except SETUP_ERRORS as exc:
-                        raise BringUpError(self._located(str(exc))) from exc
-                    task_status.started()
-                    self.log.verbose("Interface is up")
-                    await self._serve(listener)
+                        with self.cancel_scope:
+                            try:
+                                await self._hooks(self.config.post_up, "PostUp")
+                            except SETUP_ERRORS as exc:
+                                failure = exc
+                            else:
+                                self._came_up = True
+                                task_status.started()
+                                self.log.verbose("Interface is up")
+                                await trio.sleep_forever()
+                    finally:
+                        if self._came_up:
+                            await self._shielded(self._pre_down)
+                        nursery.cancel_scope.cancel()
         finally:
             self.stopped.set()
+        if failure is not None:
+            raise BringUpError(self._located(failure)) from failure
 
-    async def stop(self) -> None:
+    async def stop(self, *, save: bool = True) -> None:
+        """Take the interface down; save=False skips SaveConfig (a reload's
+        restart must not write the old state over the file just edited)."""
+        self._save_on_stop = save
         self.cancel_scope.cancel()
         await self.stopped.wait()
 
-    def _located(self, message: str) -> str:
-        where = (
-            self.config.path
-            if self.config.line is None
-            else (f"{self.config.path}:{self.config.line}")
-        )
-        return f"{where}: interface {self.name}: {message}"
+    def _located(self, error: Exception) -> str:
+        where = self.config.path
+        if self.config.line is not None:
+            where += f":{self.config.line}"
+        return f"{where}: interface {self.name}: {error}"
 
     async def _serve(self, listener: socket.socket) -> None:
         assert self.interface is not None
@@ -97,22 +121,25 @@ class HostedInterface:
             self.log.error("Interface was removed from outside; taking it down")
         except* uapi.SocketRemoved:
             self.log.error("UAPI socket was removed; taking the interface down")
+        self.cancel_scope.cancel()  # what is left of the interface goes down too
 
     # ------------------------------------------------------------ bring-up
 
     async def _bring_up(self, stack: contextlib.AsyncExitStack) -> socket.socket:
+        """Everything up to PostUp, each step's undo registered before the next."""
         config = self.config
         # registered first, so it runs last; armed only once the interface is up
-        self._shielded(stack, self._post_down)
+        stack.push_async_callback(self._shielded, self._post_down)
         await self._hooks(config.pre_up, "PreUp")
+        mtu = config.mtu or routing.path_mtu(_endpoint_hosts(config)) - _WIREGUARD_OVERHEAD
         tun = Tun(config.name, vnet_hdr=config.offloads.tun_vnet)
         stack.callback(tun.close)
         listener = uapi.listen(tun.name)
         stack.callback(self._remove_socket, listener, uapi.socket_path(tun.name).lstat().st_ino)
-        mtu = config.mtu or DEFAULT_MTU
         link.configure(tun.name, mtu=mtu)
         interface = Interface(tun, self.log, mtu=mtu, offloads=config.offloads)
-        stack.callback(interface.udp.close)
+        # whichever sockets it holds by then: setting the listen port replaces them
+        stack.callback(lambda: interface.udp.close())
         self.interface = interface
         self.plan = plan_routes(config, routing.table_in_use)
         self._apply_wg(self._wg_update(config, self.plan), replace=True)
@@ -127,9 +154,6 @@ class HostedInterface:
         self._add_routes(self.plan)
         if config.gateway is not None:
             self._add_gateway(config.gateway.out_interface, on_undo)
-        await self._hooks(config.post_up, "PostUp")
-        self._came_up = True
-        self._shielded(stack, self._pre_down)
         return listener
 
     def _undo_registrar(
@@ -147,19 +171,16 @@ class HostedInterface:
         except Exception as exc:
             self.log.error(f"While taking the interface down: {exc}")
 
-    def _shielded(
-        self, stack: contextlib.AsyncExitStack, step: Callable[[], Awaitable[None]]
-    ) -> None:
-        """Teardown steps that await (hooks) must run even while being cancelled."""
-
-        async def run() -> None:
-            with trio.CancelScope(shield=True), trio.move_on_after(TEARDOWN_TIMEOUT):
-                try:
-                    await step()
-                except Exception as exc:
-                    self.log.error(f"While taking the interface down: {exc}")
-
-        stack.push_async_callback(run)
+    async def _shielded(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Teardown steps that await (hooks) run even while being cancelled,
+        for a limited time; a failure is logged and teardown goes on."""
+        with trio.CancelScope(shield=True), trio.move_on_after(TEARDOWN_TIMEOUT) as scope:
+            try:
+                await step()
+            except Exception as exc:
+                self.log.error(f"While taking the interface down: {exc}")
+        if scope.cancelled_caught:
+            self.log.error(f"While taking the interface down: gave up after {TEARDOWN_TIMEOUT} s")
 
     def _remove_socket(self, listener: socket.socket, inode: int) -> None:
         listener.close()
@@ -219,9 +240,13 @@ class HostedInterface:
     ) -> None:
         """Forward for the peers and masquerade what leaves by out_interface."""
         assert self._routing is not None
+        # IPv6 forwarding only for an interface with IPv6 addresses: switching it
+        # on stops the host from taking router advertisements on its uplinks
+        versions = sorted({address.version for address in self.config.addresses} | {4})
         self._routing.set_sysctl("net.ipv4.ip_forward", "1")
-        self._routing.set_sysctl("net.ipv6.conf.all.forwarding", "1")
-        for version in (4, 6):
+        if 6 in versions:
+            self._routing.set_sysctl("net.ipv6.conf.all.forwarding", "1")
+        for version in versions:
             for table, chain, spec in (
                 ("nat", "POSTROUTING", ["-o", out_interface, "-j", "MASQUERADE"]),
                 ("filter", "FORWARD", ["-i", self.name, "-j", "ACCEPT"]),
@@ -234,7 +259,8 @@ class HostedInterface:
     def update_in_place(self, config: InterfaceConfig) -> None:
         """Apply new WireGuard settings and their routes, as `wg syncconf` does:
         peers whose settings did not change keep their sessions. Raises
-        UapiError or OSError with the interface as it was (routes included)."""
+        UapiError or OSError after putting the old settings back; ValueError
+        if the default routing changes (the interface must be set up again)."""
         ours = self.plan.default_table
         plan = plan_routes(config, lambda t: t != ours and routing.table_in_use(t))
         if plan.policy != self.plan.policy:
@@ -243,11 +269,13 @@ class HostedInterface:
         if not config.wg.listen_port:
             update.listen_port = None  # keep the port it has, chosen at random
         self._apply_wg(update, replace=False)
-        old_plan = self.plan
         try:
             self._add_routes(plan)
         except OSError:
-            self._remove_routes(keep=set(old_plan.routes))
+            # back to the old peers and routes, as far as that goes
+            self._remove_routes(keep=set(self.plan.routes))
+            with contextlib.suppress(*SETUP_ERRORS):
+                self._apply_wg(self._wg_update(self.config, self.plan), replace=False)
             raise
         self._remove_routes(keep=set(plan.routes))
         self.config, self.plan = config, plan
@@ -258,18 +286,26 @@ class HostedInterface:
         for command in commands:
             line = command.replace("%i", self.name)
             self.log.verbose(f"{what}: {line}")
-            with trio.fail_after(HOOK_TIMEOUT):
+            with trio.move_on_after(HOOK_TIMEOUT) as scope:
                 result = await trio.run_process(["bash", "-c", line], check=False)
+            if scope.cancelled_caught:
+                raise HookError(f"{what} command still running after {HOOK_TIMEOUT:.0f} s: {line}")
             if result.returncode != 0:
-                raise OSError(
-                    errno.ECHILD, f"{what} command failed (exit {result.returncode}): {line}"
-                )
+                raise HookError(f"{what} command failed (exit {result.returncode}): {line}")
 
     async def _pre_down(self) -> None:
         await self._hooks(self.config.pre_down, "PreDown")
-        if self.config.save_config and self.interface is not None:
+        if self.config.save_config and self._save_on_stop and self.interface is not None:
             saveconfig.save(self.config, self.interface.uapi_get())
 
     async def _post_down(self) -> None:
         if self._came_up:
             await self._hooks(self.config.post_down, "PostDown")
+
+
+_WIREGUARD_OVERHEAD = 80  # what wg-quick takes off the path MTU: IPv6 + UDP + WireGuard
+
+
+def _endpoint_hosts(config: InterfaceConfig) -> list[str]:
+    """The peers' endpoint addresses (what wg-quick's MTU guess looks at)."""
+    return [str(peer.endpoint.sockaddr[0]) for peer in config.wg.peers if peer.endpoint is not None]

@@ -3,26 +3,32 @@ in its own task (and nursery) inside the node's nursery, plus the control
 socket and signal handling.
 
 Start-up is all or nothing: if one interface cannot come up, the ones
-already up are taken down again and the node exits with the error. A reload
-(SIGHUP or `meshnode reload`) reads the file again and applies it as
-`wg syncconf` would: unchanged peers keep their sessions, interfaces whose
-network settings changed are set up again, removed ones go down, new ones
-come up; a configuration that does not load, or an interface that cannot
-come up, leaves the node as it was.
+already up are taken down again and the node exits with the error. Going
+down (SIGTERM, SIGINT, `meshnode down`), each interface is stopped on its
+own first, so its PreDown hooks still see a working interface; a second
+signal does not cut that short. A reload (SIGHUP or `meshnode reload`)
+reads the file again and applies it as `wg syncconf` would: unchanged peers
+keep their sessions, interfaces whose network settings changed are set up
+again, removed ones go down, new ones come up. A file that does not load
+changes nothing; a step that fails undoes the steps of that reload before
+it, so the node goes on with its old configuration.
 """
 
 from __future__ import annotations
 
 import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio
 
 from ..config import ConfigError, InterfaceConfig, NodeConfig, load_config
 from ..log import Logger
-from ..uapi.protocol import UapiError
 from . import control
 from .hosted import SETUP_ERRORS, BringUpError, HostedInterface
+
+Undo = Callable[[], Awaitable[None]]
 
 
 class ReloadError(Exception):
@@ -37,22 +43,50 @@ class Node:
         self.hosted: dict[str, HostedInterface] = {}
         self._nursery: trio.Nursery | None = None
         self._reload_lock = trio.Lock()
+        self._down = trio.Event()
+        self._startup = trio.CancelScope()
+
+    # ------------------------------------------------------------ life cycle
 
     async def run(
-        self, listener: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Bring every interface up, then serve until cancelled or told to go down."""
+        self,
+        listener: Any,
+        signals: AsyncIterator[int] | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> bool:
+        """Bring every interface up, serve until told to go down, take every
+        interface down. False if told to go down before all were up.
+        BringUpError if one could not come up (the others are down again)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            for config in self.config.interfaces:
-                await self._start(config)
-            nursery.start_soon(control.serve, listener, self._command)
-            nursery.start_soon(self._signals)
-            task_status.started()
+            if signals is not None:
+                nursery.start_soon(self._handle_signals, signals)
+            try:
+                with self._startup:
+                    for config in self.config.interfaces:
+                        await self._start(config)
+                if self._startup.cancelled_caught:
+                    return False
+                nursery.start_soon(control.serve, listener, self._command)
+                if on_ready is not None:
+                    on_ready()
+                await self._down.wait()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._stop_all()
+                nursery.cancel_scope.cancel()
+        return True
 
     def down(self) -> None:
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+        if self._down.is_set():
+            self.log.verbose("Already going down")
+        self._down.set()
+        self._startup.cancel()  # an interface still coming up is unwound
+
+    async def _stop_all(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for hosted in list(self.hosted.values()):
+                nursery.start_soon(hosted.stop)
 
     async def _start(self, config: InterfaceConfig) -> None:
         assert self._nursery is not None
@@ -68,16 +102,19 @@ class Node:
             if self.hosted.get(hosted.name) is hosted:
                 del self.hosted[hosted.name]
 
-    async def _signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    try:
-                        await self.reload()
-                    except ReloadError as exc:
-                        self.log.error(f"Reload failed, still running the old configuration: {exc}")
-                else:
-                    self.down()
+    async def _handle_signals(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            if signum == signal.SIGHUP and not self._down.is_set():
+                assert self._nursery is not None
+                self._nursery.start_soon(self._reload_logged)
+            elif signum != signal.SIGHUP:
+                self.down()
+
+    async def _reload_logged(self) -> None:
+        try:
+            await self.reload()
+        except ReloadError as exc:
+            self.log.error(f"Reload failed, still running the old configuration: {exc}")
 
     async def _command(self, command: str) -> dict[str, Any]:
         if command == "down":
@@ -96,51 +133,67 @@ class Node:
     # ------------------------------------------------------------ reload
 
     async def reload(self) -> None:
+        """ReloadError (and the node as it was) if the new file cannot be applied."""
         async with self._reload_lock:
+            if self._down.is_set():
+                raise ReloadError("the node is going down")
             try:
                 new = await trio.to_thread.run_sync(load_config, self.config.path)
+                await self._apply(new)
             except ConfigError as exc:
                 raise ReloadError(str(exc)) from None
-            await self._apply(new)
+            except ReloadError:
+                raise
+            except Exception as exc:  # whatever it was, the node stays up
+                self.log.error(f"Reload: {type(exc).__name__}: {exc}")
+                raise ReloadError(f"{type(exc).__name__}: {exc}") from exc
             self.config = new
             self.log.verbose(f"Reloaded {new.path}")
 
     async def _apply(self, new: NodeConfig) -> None:
         wanted = {config.name: config for config in new.interfaces}
-        added = [c for c in new.interfaces if c.name not in self.hosted]
-        removed = [name for name in self.hosted if name not in wanted]
-        kept = [c for c in new.interfaces if c.name in self.hosted]
-        restart = [
-            c for c in kept if c.network_settings() != self.hosted[c.name].config.network_settings()
-        ]
-        in_place = [c for c in kept if c not in restart and c.wg != self.hosted[c.name].config.wg]
-        # new interfaces first: if one cannot come up, nothing else has changed
-        started: list[str] = []
+        removed = [hosted for name, hosted in self.hosted.items() if name not in wanted]
+        added = [config for config in new.interfaces if config.name not in self.hosted]
+        kept = [(config, self.hosted[config.name]) for config in new.interfaces
+                if config.name in self.hosted]  # fmt: skip
+        restart = [(c, h) for c, h in kept if c.network_settings() != h.config.network_settings()]
+        in_place = [(c, h) for c, h in kept if (c, h) not in restart and c.wg != h.config.wg]
+        undo: list[Undo] = []
         try:
+            # removed interfaces first: a new one may take over their name or port
+            for hosted in removed:
+                await hosted.stop()
+                undo.append(partial(self._start, hosted.config))
+            for config, hosted in in_place:
+                old = hosted.config
+                try:
+                    hosted.update_in_place(config)
+                except ValueError:  # the default routing changed: set it up again
+                    restart.append((config, hosted))
+                    continue
+                undo.append(partial(self._update, hosted, old))
+            for config, hosted in restart:
+                await hosted.stop(save=False)
+                undo.append(partial(self._replace, config.name, hosted.config))
+                await self._start(config)
             for config in added:
                 await self._start(config)
-                started.append(config.name)
-        except BringUpError as exc:
-            for name in started:
-                await self.hosted[name].stop()
+                undo.append(partial(self._stop, config.name))
+        except (BringUpError, *SETUP_ERRORS) as exc:
+            for step in reversed(undo):
+                try:
+                    await step()
+                except Exception as again:
+                    self.log.error(f"Reload: could not restore the old state: {again}")
             raise ReloadError(str(exc)) from None
-        for config in in_place:
-            try:
-                self.hosted[config.name].update_in_place(config)
-            except ValueError:
-                restart.append(config)  # default routing changed: set it up again
-            except (*SETUP_ERRORS, UapiError) as exc:
-                raise ReloadError(f"interface {config.name}: {exc}") from None
-        for config in restart:
-            await self._restart(config)
-        for name in removed:
-            await self.hosted[name].stop()
 
-    async def _restart(self, config: InterfaceConfig) -> None:
-        old = self.hosted[config.name]
-        await old.stop()
-        try:
-            await self._start(config)
-        except BringUpError as exc:
-            await self._start(old.config)  # back to what it was
-            raise ReloadError(str(exc)) from None
+    async def _update(self, hosted: HostedInterface, config: InterfaceConfig) -> None:
+        hosted.update_in_place(config)
+
+    async def _stop(self, name: str) -> None:
+        if (hosted := self.hosted.get(name)) is not None:
+            await hosted.stop(save=False)
+
+    async def _replace(self, name: str, config: InterfaceConfig) -> None:
+        await self._stop(name)
+        await self._start(config)

@@ -36,7 +36,9 @@ def render(config: InterfaceConfig, uapi_get_reply: str) -> str:
 def save(config: InterfaceConfig, uapi_get_reply: str) -> None:
     text = render(config, uapi_get_reply)
     temporary = f"{config.path}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)  # a stale one could have any mode; ours is new and 0600
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as file:
             file.write(text)
