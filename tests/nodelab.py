@@ -47,7 +47,7 @@ class Node:
     def start(self, *ifnames: str, timeout: float = 20) -> Node:
         """Start the node and wait until it says every named interface is up
         (its control socket answers only once all are)."""
-        self.process = self.ns.spawn(*MESHNODE, "up", str(self.config), env=self.env)
+        self.process = self.ns.spawn(*node_argv(self), env=self.env)
 
         def ready() -> bool:
             assert self.process is not None
@@ -84,6 +84,11 @@ class Node:
         assert self.process is not None
         self.process.stop(timeout)
         return self.process.popen.returncode
+
+
+def node_argv(node: Node) -> list[str]:
+    """`meshnode up CONFIG`, to start a node without waiting for it."""
+    return [*MESHNODE, "up", str(node.config)]
 
 
 def make_node(lab: Lab, ns: Namespace, config_name: str, text: str) -> Node:

@@ -16,6 +16,7 @@ from nodelab import (
     links,
     make_node,
     new_key,
+    node_argv,
     routes,
     rules,
     write_private,
@@ -356,3 +357,89 @@ AllowedIPs = 10.66.0.2/32
     peers = ns.run("wg", "show", ifname, "peers").stdout.decode().split()
     assert sorted(peers) == sorted([first_peer, added_peer])
     assert node.terminate() == 0, node.log()
+
+
+# ---------------------------------------------------------------- failures on the way
+
+
+def test_a_failed_reload_undoes_itself_and_a_rename_can_keep_the_port(lab: Lab) -> None:
+    ns = lab.namespace("r")
+    first, second, renamed = lab.ifname("r"), lab.ifname("s"), lab.ifname("t")
+    private, _ = new_key()
+
+    def interface(name: str, port: int, extra: str = "") -> str:
+        return (
+            f"[[interface]]\nname = '{name}'\nprivate_key = '{private}'\n"
+            f"listen_port = {port}\naddress = '10.67.{port % 100}.1/24'\n{extra}\n"
+        )
+
+    node = make_node(lab, ns, "node.toml", interface(first, 51840)).start(first)
+    # a new interface whose PostUp fails: the reload fails, the node is as it was
+    failing = interface(second, 51841, "post_up = 'false'")
+    write_private(node.config, interface(first, 51840) + failing)
+    status, out = node.cli("reload", check=False)
+    assert status == 1 and "PostUp command failed" in out and f"{second}" in out, out
+    assert second not in links(ns) and first in links(ns)
+    # ... and it left nothing behind: the same interface comes up once the hook is fixed
+    write_private(node.config, interface(first, 51840) + interface(second, 51841))
+    status, out = node.cli("reload")
+    assert status == 0, out
+    assert {first, second} <= set(links(ns))
+    # renaming an interface while keeping its port works (the old one goes first)
+    write_private(node.config, interface(renamed, 51840) + interface(second, 51841))
+    status, out = node.cli("reload")
+    assert status == 0, out
+    assert renamed in links(ns) and first not in links(ns)
+    assert b"51840" in ns.run("wg", "show", renamed, "listen-port").stdout
+    assert node.terminate() == 0, node.log()
+    assert links(ns) == ["lo"]
+
+
+def test_sigterm_while_coming_up_leaves_nothing(lab: Lab) -> None:
+    ns = lab.namespace("t")
+    ifname = lab.ifname("t")
+    private, _ = new_key()
+    _, peer = new_key()
+    marker = lab.tmp_path / "post-up-started"
+    rules_before = rules(ns, 4) + rules(ns, 6)
+    node = make_node(lab, ns, "node.toml", f"""
+[[interface]]
+name = "{ifname}"
+private_key = "{private}"
+address = "10.68.0.1/24"
+post_up = "touch {marker}; sleep 20"
+post_down = "touch {marker}.down"
+
+[[interface.peer]]
+public_key = "{peer}"
+allowed_ips = ["0.0.0.0/0", "::/0"]
+endpoint = "192.0.2.1:51820"
+""")
+    node.process = ns.spawn(*node_argv(node), env=node.env)
+    wait_for(marker.exists, 20, "PostUp to start")
+    assert any("suppress_prefixlength" in rule for rule in rules(ns, 4))
+    started = time.monotonic()
+    status = node.terminate(timeout=20)
+    assert time.monotonic() - started < 10  # the hook is cut short, not waited for
+    assert status == 0, node.log()
+    assert links(ns) == ["lo"]
+    assert rules(ns, 4) + rules(ns, 6) == rules_before
+    assert not Path(f"/var/run/wireguard/{ifname}.sock").exists()
+    assert not Path(f"{marker}.down").exists()  # it never came up: no PostDown, as wg-quick
+
+
+def test_post_up_hooks_can_use_wg_on_the_interface(lab: Lab) -> None:
+    ns = lab.namespace("w")
+    ifname = lab.ifname("w")
+    private, _ = new_key()
+    _, peer = new_key()
+    node = make_node(lab, ns, f"{ifname}.conf", f"""
+[Interface]
+PrivateKey = {private}
+Address = 10.69.0.1/24
+PostUp = wg set %i peer {peer} allowed-ips 10.69.0.2/32
+PreDown = wg show %i peers > {lab.tmp_path / "peers-at-pre-down"}
+""").start(ifname)
+    assert ns.run("wg", "show", ifname, "peers").stdout.decode().split() == [peer]
+    assert node.terminate() == 0, node.log()
+    assert (lab.tmp_path / "peers-at-pre-down").read_text().split() == [peer]
