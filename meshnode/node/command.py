@@ -1,7 +1,8 @@
 """`meshnode up`, `down` and `reload`.
 
-    meshnode up [--daemon] [CONFIG]     CONFIG: TOML (default /etc/meshnode/config.toml)
-                                        or a wg-quick .conf file
+    meshnode up [--daemon] [CONFIG]     CONFIG: TOML (default /etc/meshnode/config.toml),
+                                        a wg-quick .conf file, or an interface name
+                                        (/etc/wireguard/NAME.conf, as wg-quick)
     meshnode down
     meshnode reload
 
@@ -12,6 +13,7 @@ overrides the configuration's log level.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -22,6 +24,7 @@ from typing import Any
 import trio
 
 from ..config import DEFAULT_CONFIG, ConfigError, NodeConfig, load_config
+from ..config.validate import check_interface_name
 from ..log import LEVELS
 from . import control
 from .hosted import BringUpError
@@ -43,7 +46,8 @@ def up_main(argv: list[str]) -> int:
     if len(args) > 1 or any(a.startswith("-") for a in args):
         sys.stderr.write(USAGE_UP)
         return 1
-    path = args[0] if args else DEFAULT_CONFIG
+    path = _config_path(args[0] if args else DEFAULT_CONFIG)
+    _warn_if_world_accessible(path)
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -75,6 +79,20 @@ def up_main(argv: list[str]) -> int:
         _report(ready_fd, f"E{error}")
         return 1
     return _error(error)
+
+
+def _config_path(argument: str) -> str:
+    """As wg-quick: a bare interface name means /etc/wireguard/NAME.conf."""
+    if "/" not in argument and "." not in argument and not check_interface_name(argument):
+        return f"/etc/wireguard/{argument}.conf"
+    return argument
+
+
+def _warn_if_world_accessible(path: str) -> None:
+    """wg-quick's warning: a configuration holds private keys."""
+    with contextlib.suppress(OSError):
+        if os.stat(path).st_mode & 0o007:
+            sys.stderr.write(f"Warning: `{path}' is world accessible\n")
 
 
 def _make_state_dir(path: str) -> None:
