@@ -120,8 +120,11 @@ class Interface:
         return trio.current_time()
 
     def _flush(self) -> None:
-        """Send what the device queued and deliver what it decrypted; bring the
-        timer loop's wakeup forward if this batch set an earlier deadline."""
+        """Send what the device queued and deliver what it decrypted, then let
+        it settle its timers (sending what that queued); bring the timer loop's
+        wakeup forward if this batch set an earlier deadline."""
+        self._send_and_deliver()
+        self.device.settle()
         self._send_and_deliver()
         deadline = self.device.next_deadline()
         if deadline is not None and deadline < self._timer_scope.deadline:
@@ -217,7 +220,7 @@ class Interface:
             except trio.ClosedResourceError:
                 return  # the listen port changed: the supervisor starts new readers
             now = self._now()
-            handshakes = 0
+            handshakes = handled = 0
             drained = False
             for _ in range(_UDP_BATCH):
                 try:
@@ -234,8 +237,11 @@ class Interface:
                 if buffer[0] != 4:
                     handshakes += 1
                 device.receive_batch(view, total, segment, source, now)
-                if len(device.inbox.records) >= _DELIVER_BATCH:
+                if not handled or len(device.inbox.records) >= _DELIVER_BATCH:
+                    # the first receive of a wakeup goes on at once (a lone packet
+                    # waits for nothing); later ones gather so TCP runs coalesce
                     self._flush()
+                handled += 1
             # Delivering once per wakeup rather than per receive lets segments of
             # one TCP flow that came as separate datagrams be coalesced too.
             self._flush()

@@ -92,12 +92,14 @@ def batch_us(batch: int = 44, rounds: int = 500) -> tuple[float, float]:
         a.send_batch(slots, lengths, batch, 1.0)
         runs.append(bytes(a.outbox.view[: a.outbox.used]))
         a.outbox.clear()
+        a.settle()
     seal = (time.perf_counter() - start) / (rounds * batch)
     segment = len(runs[0]) // batch
     start = time.perf_counter()
     for run in runs:
         b.receive_batch(memoryview(run), len(run), segment, net.a.address, 1.0)
         b.inbox.clear()
+        b.settle()
     opened = (time.perf_counter() - start) / (rounds * batch)
     return seal * 1e6, opened * 1e6
 

@@ -117,6 +117,13 @@ class Device:
         self._rng = rng or random.Random(os.urandom(16))
         self.outbox = Outbox()  # datagrams to send, drained by the runtime
         self.inbox = Inbox()  # inner packets to deliver, drained by the runtime
+        # The per-peer bookkeeping of the batches since the last settle() (timers,
+        # key freshness, staged packets): the runtime hands the batch's
+        # datagrams and packets on first, so no packet waits for it.
+        self.unsettled_sent: set[Peer] = set()
+        self.unsettled_waiting: set[Peer] = set()  # packets staged for a session
+        self.unsettled_received: dict[Peer, int] = {}  # peer -> data packets
+        self.unsettled_now = 0.0
         self._handshakes: dict[int, Peer] = {}  # local index -> peer awaiting a reply
         self.keypairs_by_index: dict[int, Keypair] = {}  # local index -> session
         # Load is normally reported by the runtime, which sees a backlog of
@@ -233,13 +240,15 @@ class Device:
         The runtime uses `receive_batch`; this is the same path for one datagram.
         """
         self.receive_batch(memoryview(datagram), len(datagram), len(datagram), source, now)
+        self.settle()
         delivered = self.inbox.take()
         return delivered[0] if delivered else None
 
     def receive_batch(self, view: memoryview, total: int, segment: int, source: Endpoint,
                       now: float) -> None:  # fmt: skip
         """Process datagrams laid end to end in view, each `segment` bytes but the
-        last (as UDP GRO delivers them); inner packets are added to `inbox`."""
+        last (as UDP GRO delivers them); inner packets are added to `inbox`.
+        Call `settle()` once they have been delivered."""
         if total <= 0 or segment <= 0:
             self.receive_other(bytes(view[:total]), source, now)  # an empty datagram
             return
@@ -394,11 +403,31 @@ class Device:
         slot = bytearray(len(packet) + PADDING_MULTIPLE)
         slot[: len(packet)] = packet
         seal_batch(self, [memoryview(slot)], [len(packet)], 1, now)
+        self.settle()
 
     def send_batch(self, slots: list[memoryview], lengths: list[int], count: int,
                    now: float) -> None:  # fmt: skip
-        """Route and encrypt count packets into `outbox` (see transport.seal_batch)."""
+        """Route and encrypt count packets into `outbox` (see transport.seal_batch).
+        Call `settle()` once they have been sent."""
         seal_batch(self, slots, lengths, count, now)
+
+    def settle(self) -> None:
+        """The per-peer bookkeeping of the batches since the last call: timers,
+        key freshness, packets staged for a session. It may queue datagrams
+        (keepalives, handshake initiations) in `outbox`."""
+        now = self.unsettled_now
+        if self.unsettled_received:
+            received, self.unsettled_received = self.unsettled_received, {}
+            for peer, data_packets in received.items():
+                self.after_data_received(peer, now, data_packets)
+        if self.unsettled_sent:
+            sent, self.unsettled_sent = self.unsettled_sent, set()
+            for peer in sent:
+                self.after_data_sent(peer, now)
+        if self.unsettled_waiting:
+            waiting, self.unsettled_waiting = self.unsettled_waiting, set()
+            for peer in waiting:
+                self.flush_staged(peer, now)
 
     def after_data_sent(self, peer: Peer, now: float) -> None:
         """Bookkeeping once per peer per batch of sealed data packets."""

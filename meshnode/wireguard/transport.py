@@ -6,7 +6,8 @@ CPython: locals instead of attribute lookups, a one-entry cache for the last
 route and the last session, no allocation per packet (AEAD output goes
 straight into the device's Outbox or Inbox), and the bookkeeping that is the
 same for every packet of a peer (timers, endpoint, counters) done once per
-peer per batch.
+peer per batch; the timers part is left for `Device.settle()`, which the
+runtime calls once the batch's datagrams or packets are on their way.
 """
 
 from __future__ import annotations
@@ -126,9 +127,10 @@ def seal_batch(dev: Device, slots: list[memoryview], lengths: list[int], count: 
         sent[peer] = sent.get(peer, 0) + total
     for p, nbytes in sent.items():
         p.tx_bytes += nbytes
-        dev.after_data_sent(p, now)
-    for p in waiting:
-        dev.flush_staged(p, now)
+    # timers and staged packets are settled after the datagrams are sent
+    dev.unsettled_sent.update(sent)
+    dev.unsettled_waiting |= waiting
+    dev.unsettled_now = now
 
 
 def seal_one(dev: Device, peer: Peer, keypair: Keypair, packet: bytes) -> int:
@@ -270,8 +272,11 @@ def open_batch(dev: Device, view: memoryview, total: int, segment: int, source: 
         records.append((used, inner))
         used += length
     inbox.used = used
+    # timers are settled after the packets are delivered
+    unsettled = dev.unsettled_received
     for p, (nbytes, data_packets) in received.items():
         if nbytes:
             p.endpoint = source
             p.rx_bytes += nbytes
-            dev.after_data_received(p, now, data_packets)
+            unsettled[p] = unsettled.get(p, 0) + data_packets
+    dev.unsettled_now = now
