@@ -115,7 +115,7 @@ def firewall_rules(ns: Namespace) -> list[str]:
     """Every iptables/ip6tables rule of every table (for leftovers)."""
     found = []
     for tool in ("iptables", "ip6tables"):
-        for table in ("filter", "nat"):
+        for table in ("filter", "nat", "raw", "mangle"):
             out = ns.run(tool, "-w", "-t", table, "-S").stdout.decode()
             found += [f"{tool} -t {table} {line}" for line in out.splitlines()]
     return found

@@ -143,6 +143,7 @@ def test_gateway_server_carries_a_full_tunnel_client_to_the_internet(lab: Lab) -
     forwarding_before = server_ns.run("sysctl", "-n", "net.ipv4.ip_forward").stdout.strip()
     firewall_before = firewall_rules(server_ns)
     client_rules_before = {4: rules(client_ns, 4), 6: rules(client_ns, 6)}
+    client_firewall_before = firewall_rules(client_ns)
 
     server_if, client_if = lab.ifname("s"), lab.ifname("c")
     server_private, server_public = new_key()
@@ -184,6 +185,12 @@ AllowedIPs = 0.0.0.0/0, ::/0
     assert any("meshnode:" in rule for rule in firewall_rules(server_ns))
     assert server_ns.run("sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == b"1"
     assert any("suppress_prefixlength 0" in rule for rule in rules(client_ns, 4))
+    # wg-quick's firewall rules for a full tunnel: no spoofed packets to the
+    # tunnel's address from outside it, the tunnel's UDP flows keep their mark
+    client_firewall = "\n".join(firewall_rules(client_ns))
+    anti_spoof = r"PREROUTING -d 10\.64\.0\.2/32 ! -i \S+ -m addrtype ! --src-type LOCAL .*-j DROP"
+    assert re.search(anti_spoof, client_firewall), client_firewall
+    assert "CONNMARK --restore-mark" in client_firewall
 
     assert client.terminate() == 0, client.log()
     assert server.terminate() == 0, server.log()
@@ -193,6 +200,7 @@ AllowedIPs = 0.0.0.0/0, ::/0
     assert rules(client_ns, 6) == client_rules_before[6]
     assert not [r for r in routes(client_ns, 4) + routes(client_ns, 6) if client_if in r]
     assert firewall_rules(server_ns) == firewall_before
+    assert firewall_rules(client_ns) == client_firewall_before
     assert server_ns.run("sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == forwarding_before
 
 

@@ -27,13 +27,16 @@ def add_rule(
     spec: list[str],
     ifname: str,
     on_undo: Callable[[Callable[[], None]], None],
+    *,
+    first: bool = False,
 ) -> None:
-    """Append one rule (`-t TABLE -A CHAIN SPEC`) and register its deletion."""
+    """Append one rule (`-t TABLE -A CHAIN SPEC`; with first, insert it at the
+    top, `-I`) and register its deletion."""
     tool = "ip6tables" if version == 6 else "iptables"
     rule = [*spec, "-m", "comment", "--comment", comment_for(ifname)]
     # -w 5: wait for the xtables lock a while, never for ever (the node's event
     # loop waits with it)
-    _run(tool, "-w", "5", "-t", table, "-A", chain, *rule)
+    _run(tool, "-w", "5", "-t", table, "-I" if first else "-A", chain, *rule)
     on_undo(lambda: _run(tool, "-w", "5", "-t", table, "-D", chain, *rule, check=False))
 
 

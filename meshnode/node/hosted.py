@@ -104,6 +104,12 @@ class HostedInterface:
         self.cancel_scope.cancel()
         await self.stopped.wait()
 
+    def set_log_level(self, level: int) -> None:
+        self.log.level = level
+        if self.interface is not None:
+            device = self.interface.device
+            device.trace = self.log.verbose if self.log.verbose_enabled else None
+
     def _located(self, error: Exception) -> str:
         where = self.config.path
         if self.config.line is not None:
@@ -149,7 +155,7 @@ class HostedInterface:
             self._routing.add_address(address)
         link.configure(tun.name, up=True)
         dns.set_dns(tun.name, config.dns, config.dns_search, on_undo)
-        self._add_policy_routing(self.plan)
+        self._add_policy_routing(self.plan, on_undo)
         stack.callback(self._remove_routes)
         self._add_routes(self.plan)
         if config.gateway is not None:
@@ -212,16 +218,35 @@ class HostedInterface:
 
     # ------------------------------------------------------------ routes
 
-    def _add_policy_routing(self, plan: RoutePlan) -> None:
+    def _add_policy_routing(
+        self, plan: RoutePlan, on_undo: Callable[[Callable[[], None]], None]
+    ) -> None:
         """wg-quick's add_default: everything unmarked goes to the tunnel's table,
-        except what the main table knows more specifically than a default route."""
+        except what the main table knows more specifically than a default route;
+        and its firewall rules for that case (iptables flavour)."""
         assert self._routing is not None
-        table = plan.default_table
+        table = str(plan.default_table)
         for version in plan.default_versions:
-            self._routing.add_rule(version, "not", "fwmark", str(table), "table", str(table))
+            self._routing.add_rule(version, "not", "fwmark", table, "table", table)
             self._routing.add_rule(version, "table", "main", "suppress_prefixlength", "0")
+            for address in self.config.addresses:
+                if address.version == version:
+                    # with every route through the tunnel, a LAN host must not
+                    # reach the tunnel's address from outside it
+                    firewall.add_rule(version, "raw", "PREROUTING",
+                                      ["!", "-i", self.name, "-d", str(address.ip), "-m",
+                                       "addrtype", "!", "--src-type", "LOCAL", "-j", "DROP"],
+                                      self.name, on_undo, first=True)  # fmt: skip
+            # the tunnel's own UDP flows keep their mark both ways, so replies
+            # to them pass reverse-path filtering (with src_valid_mark)
+            firewall.add_rule(version, "mangle", "POSTROUTING",
+                              ["-p", "udp", "-m", "mark", "--mark", table,
+                               "-j", "CONNMARK", "--save-mark"],
+                              self.name, on_undo, first=True)  # fmt: skip
+            firewall.add_rule(version, "mangle", "PREROUTING",
+                              ["-p", "udp", "-j", "CONNMARK", "--restore-mark"],
+                              self.name, on_undo, first=True)  # fmt: skip
             if version == 4:
-                # replies to marked packets must pass reverse-path filtering
                 self._routing.set_sysctl("net.ipv4.conf.all.src_valid_mark", "1")
 
     def _add_routes(self, plan: RoutePlan) -> None:

@@ -16,6 +16,7 @@ it, so the node goes on with its old configuration.
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
@@ -147,6 +148,10 @@ class Node:
             except Exception as exc:  # whatever it was, the node stays up
                 self.log.error(f"Reload: {type(exc).__name__}: {exc}")
                 raise ReloadError(f"{type(exc).__name__}: {exc}") from exc
+            if new.log_level != self.config.log_level and "LOG_LEVEL" not in os.environ:
+                self.log_level = self.log.level = new.log_level
+                for hosted in self.hosted.values():
+                    hosted.set_log_level(new.log_level)
             self.config = new
             self.log.verbose(f"Reloaded {new.path}")
 
