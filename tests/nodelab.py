@@ -71,9 +71,12 @@ class Node:
         except (OSError, ValueError):
             return None
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 60) -> tuple[int, str]:
-        """Run `meshnode ARGS` against this node; (exit status, stdout + stderr)."""
-        result = self.ns.run(*MESHNODE, *args, env=self.env, check=check, timeout=timeout)
+    def cli(self, *args: str, check: bool = True, timeout: float = 60,
+            quiet: bool = False) -> tuple[int, str]:  # fmt: skip
+        """Run `meshnode ARGS` against this node; (exit status, stdout + stderr).
+        quiet: without LOG_LEVEL, so that `up --daemon` lets go of stdout."""
+        env = {k: v for k, v in self.env.items() if not (quiet and k == "LOG_LEVEL")}
+        result = self.ns.run(*MESHNODE, *args, env=env, check=check, timeout=timeout)
         return result.returncode, (result.stdout + result.stderr).decode()
 
     def log(self) -> str:

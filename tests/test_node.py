@@ -4,7 +4,9 @@ namespaces with real peers (wireguard-go, another meshnode node), real `wg`,
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +51,14 @@ def wireguard_go(lab: Lab, ns: Namespace, port: int, address: str, peer_public: 
     ns.ip("addr", "add", address, "dev", ifname)
     ns.ip("link", "set", ifname, "up")
     return ifname, public
+
+
+def exited(pid: int) -> bool:
+    """Gone, or a zombie its parent (init here) has not reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def latest_handshakes(ns: Namespace, ifname: str) -> dict[str, int]:
@@ -451,3 +461,36 @@ PreDown = wg show %i peers > {lab.tmp_path / "peers-at-pre-down"}
     assert ns.run("wg", "show", ifname, "peers").stdout.decode().split() == [peer]
     assert node.terminate() == 0, node.log()
     assert (lab.tmp_path / "peers-at-pre-down").read_text().split() == [peer]
+
+
+def test_up_daemon_returns_once_up_and_down_waits_until_all_is_gone(lab: Lab) -> None:
+    ns = lab.namespace("d")
+    ifname = lab.ifname("d")
+    private, _ = new_key()
+    node = make_node(lab, ns, "node.toml",
+                     f"[[interface]]\nname = '{ifname}'\nprivate_key = '{private}'\n"
+                     "address = '10.70.0.1/24'\n")  # fmt: skip
+    status, out = node.cli("up", "--daemon", str(node.config), quiet=True)
+    assert status == 0, out
+    status_reply = node.status()
+    assert status_reply is not None
+    pid = status_reply["pid"]
+    try:
+        # up means up: the address is there the moment the command returns
+        assert b"10.70.0.1/24" in ns.run("ip", "-br", "addr", "show", "dev", ifname).stdout
+        status, out = node.cli("up", "--daemon", str(node.config), check=False, quiet=True)
+        assert status == 1 and "already running" in out, out
+        status, out = node.cli("down")
+        assert status == 0, out
+        wait_for(lambda: exited(pid), 10, "the detached node to exit")
+    finally:
+        if not exited(pid):  # the detached node is no child of ours
+            os.kill(pid, signal.SIGKILL)
+    assert links(ns) == ["lo"]
+    assert not (node.run_dir / "control.sock").exists()
+    status, out = node.cli("down", check=False)
+    assert status == 1 and "no node is running" in out, out
+    # a start-up failure is reported once, by the command that was asked
+    node.config.write_text(node.config.read_text() + "colour = 'blue'\n")
+    status, out = node.cli("up", "--daemon", str(node.config), check=False, quiet=True)
+    assert status == 1 and out.count("unknown key 'colour'") == 1, out

@@ -128,7 +128,8 @@ class Node:
                 return {"ok": False, "error": str(exc)}
             return {"ok": True, "interfaces": sorted(self.hosted)}
         if command == "status":
-            return {"ok": True, "config": self.config.path, "interfaces": sorted(self.hosted)}
+            return {"ok": True, "pid": os.getpid(), "config": self.config.path,
+                    "interfaces": sorted(self.hosted)}  # fmt: skip
         return {"ok": False, "error": f"unknown command {command!r}"}
 
     # ------------------------------------------------------------ reload
