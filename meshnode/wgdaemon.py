@@ -14,7 +14,6 @@ file is removed.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -27,6 +26,7 @@ from .interface import Interface, InterfaceGone, Offloads
 from .log import SILENT, Logger, level_from_env
 from .net import link
 from .net.tun import Tun, TunError
+from .net.unixsock import close_unix
 from .uapi import server as uapi
 from .wireguard.constants import DEFAULT_MTU
 
@@ -129,11 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        listener.close()
+        close_unix(listener, path, inode)
         tun.close()  # a TUN that is not persistent disappears with its last descriptor
-        with contextlib.suppress(FileNotFoundError):
-            if path.lstat().st_ino == inode:
-                path.unlink()
     return 0
 
 

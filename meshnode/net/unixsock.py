@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -35,3 +36,12 @@ def listen_unix(path: Path, in_use: str) -> socket.socket:
     os.chmod(path, 0o600)
     sock.listen(16)
     return sock
+
+
+def close_unix(listener: socket.socket, path: Path, inode: int) -> None:
+    """Close the listener and remove its file, unless another process has
+    since bound a socket of its own there (another inode)."""
+    listener.close()
+    with contextlib.suppress(OSError):
+        if path.lstat().st_ino == inode:
+            path.unlink()

@@ -26,6 +26,7 @@ import trio
 from ..config import DEFAULT_CONFIG, ConfigError, NodeConfig, load_config
 from ..config.validate import check_interface_name
 from ..log import LEVELS
+from ..net.unixsock import close_unix
 from . import control
 from .hosted import BringUpError
 from .node import Node
@@ -72,7 +73,7 @@ def up_main(argv: list[str]) -> int:
     try:
         error = trio.run(_run, config, level, listener, ready_fd)
     finally:
-        control.remove(listener, inode)
+        close_unix(listener, control.socket_path(), inode)
     if error is None:
         return 0
     if ready_fd is not None:  # the parent prints it

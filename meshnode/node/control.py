@@ -38,13 +38,6 @@ def listen() -> socket.socket:
     return listen_unix(path, f"a node is already running (control socket {path})")
 
 
-def remove(listener: socket.socket, inode: int) -> None:
-    listener.close()
-    with contextlib.suppress(OSError):
-        if socket_path().lstat().st_ino == inode:
-            socket_path().unlink()
-
-
 async def serve(listener: socket.socket, handle: Handler) -> None:
     tsock = trio.socket.from_stdlib_socket(listener)
     async with trio.open_nursery() as nursery:

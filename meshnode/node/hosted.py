@@ -23,6 +23,7 @@ from ..interface import Interface, InterfaceGone
 from ..log import Logger
 from ..net import dns, firewall, link, routing
 from ..net.tun import Tun
+from ..net.unixsock import close_unix
 from ..uapi import server as uapi
 from ..uapi.protocol import UapiError
 from ..wgtool import sync
@@ -41,6 +42,10 @@ class HookError(Exception):
 
 # What a failed bring-up raises, to be reported with the interface's location.
 SETUP_ERRORS = (OSError, UapiError, ValueError, HookError)
+
+
+class NeedsRestart(Exception):
+    """A change that cannot be applied in place: the interface is set up again."""
 
 
 class BringUpError(Exception):
@@ -141,14 +146,15 @@ class HostedInterface:
         tun = Tun(config.name, vnet_hdr=config.offloads.tun_vnet)
         stack.callback(tun.close)
         listener = uapi.listen(tun.name)
-        stack.callback(self._remove_socket, listener, uapi.socket_path(tun.name).lstat().st_ino)
+        path = uapi.socket_path(tun.name)
+        stack.callback(close_unix, listener, path, path.lstat().st_ino)
         link.configure(tun.name, mtu=mtu)
         interface = Interface(tun, self.log, mtu=mtu, offloads=config.offloads)
         # whichever sockets it holds by then: setting the listen port replaces them
         stack.callback(lambda: interface.udp.close())
         self.interface = interface
         self.plan = plan_routes(config, routing.table_in_use)
-        self._apply_wg(self._wg_update(config, self.plan), replace=True)
+        self._apply_wg(self._wg_update(config, self.plan, keep_port=False), replace=True)
         on_undo = self._undo_registrar(stack)
         self._routing = routing.Routing(tun.name, on_undo)
         for address in config.addresses:
@@ -188,25 +194,20 @@ class HostedInterface:
         if scope.cancelled_caught:
             self.log.error(f"While taking the interface down: gave up after {TEARDOWN_TIMEOUT} s")
 
-    def _remove_socket(self, listener: socket.socket, inode: int) -> None:
-        listener.close()
-        path = uapi.socket_path(self.name)
-        with contextlib.suppress(OSError):
-            if path.lstat().st_ino == inode:  # not a newer daemon's socket
-                path.unlink()
-
     # ------------------------------------------------------------ WireGuard settings
 
-    def _wg_update(self, config: InterfaceConfig, plan: RoutePlan) -> DeviceUpdate:
-        """The file's settings, with the fwmark that policy routing needs."""
-        update = DeviceUpdate(
+    def _wg_update(
+        self, config: InterfaceConfig, plan: RoutePlan, *, keep_port: bool
+    ) -> DeviceUpdate:
+        """The file's settings, with the fwmark that policy routing needs. A file
+        without a listen port means any port: with keep_port, the one it has."""
+        return DeviceUpdate(
             private_key=config.wg.private_key,
-            listen_port=config.wg.listen_port if config.wg.listen_port is not None else 0,
+            listen_port=config.wg.listen_port or (None if keep_port else 0),
             fwmark=plan.default_table or config.wg.fwmark or 0,
             replace_peers=config.wg.replace_peers,
             peers=config.wg.peers,
         )
-        return update
 
     def _apply_wg(self, update: DeviceUpdate, *, replace: bool) -> None:
         """Apply whole (replace) or as syncconf would; UapiError leaves it unchanged."""
@@ -284,23 +285,21 @@ class HostedInterface:
     def update_in_place(self, config: InterfaceConfig) -> None:
         """Apply new WireGuard settings and their routes, as `wg syncconf` does:
         peers whose settings did not change keep their sessions. Raises
-        UapiError or OSError after putting the old settings back; ValueError
-        if the default routing changes (the interface must be set up again)."""
+        UapiError or OSError after putting the old settings back; NeedsRestart
+        if the default routing changes."""
         ours = self.plan.default_table
         plan = plan_routes(config, lambda t: t != ours and routing.table_in_use(t))
         if plan.policy != self.plan.policy:
-            raise ValueError("default routing changed")  # the caller restarts the interface
-        update = self._wg_update(config, plan)
-        if not config.wg.listen_port:
-            update.listen_port = None  # keep the port it has, chosen at random
-        self._apply_wg(update, replace=False)
+            raise NeedsRestart("default routing changed")
+        self._apply_wg(self._wg_update(config, plan, keep_port=True), replace=False)
         try:
             self._add_routes(plan)
         except OSError:
             # back to the old peers and routes, as far as that goes
             self._remove_routes(keep=set(self.plan.routes))
             with contextlib.suppress(*SETUP_ERRORS):
-                self._apply_wg(self._wg_update(self.config, self.plan), replace=False)
+                self._apply_wg(self._wg_update(self.config, self.plan, keep_port=True),
+                               replace=False)  # fmt: skip
             raise
         self._remove_routes(keep=set(plan.routes))
         self.config, self.plan = config, plan

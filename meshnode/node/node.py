@@ -27,7 +27,7 @@ import trio
 from ..config import ConfigError, InterfaceConfig, NodeConfig, load_config
 from ..log import Logger
 from . import control
-from .hosted import SETUP_ERRORS, BringUpError, HostedInterface
+from .hosted import HostedInterface, NeedsRestart
 
 Undo = Callable[[], Awaitable[None]]
 
@@ -160,10 +160,15 @@ class Node:
         wanted = {config.name: config for config in new.interfaces}
         removed = [hosted for name, hosted in self.hosted.items() if name not in wanted]
         added = [config for config in new.interfaces if config.name not in self.hosted]
-        kept = [(config, self.hosted[config.name]) for config in new.interfaces
-                if config.name in self.hosted]  # fmt: skip
-        restart = [(c, h) for c, h in kept if c.network_settings() != h.config.network_settings()]
-        in_place = [(c, h) for c, h in kept if (c, h) not in restart and c.wg != h.config.wg]
+        restart: list[tuple[InterfaceConfig, HostedInterface]] = []
+        in_place: list[tuple[InterfaceConfig, HostedInterface]] = []
+        for config in new.interfaces:
+            if (hosted := self.hosted.get(config.name)) is None:
+                continue
+            if config.network_settings() != hosted.config.network_settings():
+                restart.append((config, hosted))
+            elif config.wg != hosted.config.wg:
+                in_place.append((config, hosted))
         undo: list[Undo] = []
         try:
             # removed interfaces first: a new one may take over their name or port
@@ -174,7 +179,7 @@ class Node:
                 old = hosted.config
                 try:
                     hosted.update_in_place(config)
-                except ValueError:  # the default routing changed: set it up again
+                except NeedsRestart:
                     restart.append((config, hosted))
                     continue
                 undo.append(partial(self._update, hosted, old))
@@ -185,13 +190,13 @@ class Node:
             for config in added:
                 await self._start(config)
                 undo.append(partial(self._stop, config.name))
-        except (BringUpError, *SETUP_ERRORS) as exc:
+        except Exception as exc:  # whatever failed, the steps before it are undone
             for step in reversed(undo):
                 try:
                     await step()
                 except Exception as again:
                     self.log.error(f"Reload: could not restore the old state: {again}")
-            raise ReloadError(str(exc)) from None
+            raise ReloadError(str(exc) or type(exc).__name__) from None
 
     async def _update(self, hosted: HostedInterface, config: InterfaceConfig) -> None:
         hosted.update_in_place(config)

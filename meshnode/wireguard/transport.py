@@ -161,8 +161,9 @@ def open_batch(dev: Device, view: memoryview, total: int, segment: int, source: 
     bytes long but the last, as UDP GRO delivers them); inner packets go to
     dev.inbox, anything but transport messages to the device's slow path.
 
-    The inbox's fill level and buffers are kept in locals and stored back
-    before anything else may look at them (the slow path, the end).
+    The inbox's fill level and buffers are kept in locals and stored back at
+    the end (nothing else writes the inbox: the slow path and session
+    confirmation only queue datagrams).
     """
     inbox = dev.inbox
     records = inbox.records
@@ -187,12 +188,10 @@ def open_batch(dev: Device, view: memoryview, total: int, segment: int, source: 
             offset = total
         size = offset - start
         if size < 32:
-            inbox.used = used
             dev.receive_other(bytes(view[start:offset]), source, now)
             continue
         word, index, counter = _HEADER.unpack_from(view, start)
         if word != _TRANSPORT_WORD:
-            inbox.used = used
             dev.receive_other(bytes(view[start:offset]), source, now)
             continue
         if index != last_index:
@@ -236,7 +235,6 @@ def open_batch(dev: Device, view: memoryview, total: int, segment: int, source: 
         if unconfirmed:
             unconfirmed = False
             peer.endpoint = source  # type: ignore[union-attr]
-            inbox.used = used
             dev.confirm_session(peer, now)  # type: ignore[arg-type]
         stats[0] += size
         if length == 0:
