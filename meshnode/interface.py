@@ -29,10 +29,11 @@ from .log import Logger
 from .net import link
 from .net.offload import DATA_VALID_HEADER, VNET_HDR_LEN, coalesce
 from .net.tun import Tun
-from .net.udp import GRO_CMSG_SPACE, UdpSockets, gro_segment
+from .net.udp import RECV_CMSG_SPACE, UdpSockets, local_source, parse_receive_ancillary
 from .uapi.protocol import UapiError, apply_set, format_get, parse_set
 from .wireguard.constants import DEFAULT_MTU
 from .wireguard.device import Device
+from .wireguard.endpoint import Endpoint
 from .wireguard.messages import is_wireguard
 
 _TUN_BATCH = 128  # packets read from the TUN per wakeup (GSO sends up to 64 at once)
@@ -40,10 +41,11 @@ _UDP_BATCH = 64  # receive calls per wakeup (each up to 64 KiB with GRO)
 _UDP_BUFFER = 1 << 16
 _DELIVER_BATCH = 256  # inner packets gathered before writing them to the TUN
 _TXQUEUELEN = 5000  # the default 500 drops under load (PERF-NOTES)
+_ENDPOINT_CACHE = 4096  # source endpoints remembered; cleared whole when full
 
 # A handler for datagrams that are not WireGuard (STUN, mesh messages later):
 # it takes (datagram, source) and returns nothing.
-DatagramHandler = Callable[[bytes, tuple], None]
+DatagramHandler = Callable[[bytes, Endpoint], None]
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class Interface:
             self.device.trace = log.verbose
         self.other_datagrams: list[tuple[Callable[[bytes], bool], DatagramHandler]] = []
         self.errors: Counter[str] = Counter()
+        self._endpoints: dict[tuple, Endpoint] = {}  # (address, packet info) -> Endpoint
         self._udp_scope: trio.CancelScope | None = None
         # the timer loop sleeps in this scope until the device's next deadline
         self._timer_scope = trio.CancelScope()
@@ -214,6 +217,7 @@ class Interface:
         view = memoryview(buffer)
         buffers = [view]
         recvmsg_into = sock.recvmsg_into
+        endpoints = self._endpoints
         while True:
             try:
                 await trio.lowlevel.wait_readable(sock)
@@ -224,13 +228,19 @@ class Interface:
             drained = False
             for _ in range(_UDP_BATCH):
                 try:
-                    total, ancillary, _flags, source = recvmsg_into(buffers, GRO_CMSG_SPACE)
+                    total, ancillary, _flags, address = recvmsg_into(buffers, RECV_CMSG_SPACE)
                 except BlockingIOError:
                     drained = True
                     break
                 except ConnectionRefusedError:
                     continue  # an ICMP error for an earlier send; nothing to read
-                segment = gro_segment(ancillary, total) if ancillary else total
+                if ancillary:
+                    segment, pktinfo = parse_receive_ancillary(ancillary, total)
+                else:
+                    segment, pktinfo = total, None
+                source = endpoints.get((address, pktinfo))
+                if source is None:
+                    source = self._endpoint(address, pktinfo)
                 if total >= 4 and not is_wireguard(buffer[:4]):
                     self._other_datagrams(view, total, segment, source)
                     continue
@@ -250,7 +260,21 @@ class Interface:
                 # cookies for a while, as wireguard-go does when its queue backs up
                 device.mark_under_load(now)
 
-    def _other_datagrams(self, view: memoryview, total: int, segment: int, source: tuple) -> None:
+    def _endpoint(self, address: tuple, pktinfo: bytes | None) -> Endpoint:
+        """The Endpoint of a source address and the local address it wrote to.
+
+        Kept in a bounded cache, so a peer's datagrams share one object (the
+        send path compares endpoints by identity first) and a flood from many
+        sources cannot grow it without bound."""
+        endpoints = self._endpoints
+        if len(endpoints) >= _ENDPOINT_CACHE:
+            endpoints.clear()
+        endpoint = Endpoint(address, None if pktinfo is None else local_source(pktinfo))
+        endpoints[(address, pktinfo)] = endpoint
+        return endpoint
+
+    def _other_datagrams(self, view: memoryview, total: int, segment: int,
+                         source: Endpoint) -> None:  # fmt: skip
         for start in range(0, total, segment or total):
             datagram = bytes(view[start : min(start + segment, total)])
             for matches, handle in self.other_datagrams:
@@ -273,13 +297,15 @@ class Interface:
             self._send_and_deliver()
 
     async def _link_watch(self) -> None:
-        """Follow MTU changes (padding depends on it) and notice the TUN vanishing."""
+        """Follow MTU changes (padding depends on it), notice the TUN vanishing,
+        and let sends try remembered source addresses again when addresses change."""
         with link.link_events_socket() as events:
             while True:
                 mtu = link.mtu_of(self.name)
                 if mtu is None:
                     raise InterfaceGone(self.name)
                 self.device.mtu = mtu
+                self.udp.addresses_changed()
                 await trio.lowlevel.wait_readable(events)
                 while True:
                     try:

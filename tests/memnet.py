@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from meshnode.wireguard import keys
 from meshnode.wireguard.allowedips import parse_network
 from meshnode.wireguard.device import Device
+from meshnode.wireguard.endpoint import Endpoint
 from meshnode.wireguard.peer import Peer
 
 EPOCH = 1_700_000_000.0
@@ -42,7 +43,7 @@ def ip_packet(src: str, dst: str, payload: bytes = b"ping", proto: int = 17) -> 
 class Node:
     name: str
     device: Device
-    address: tuple[str, int]
+    address: Endpoint
     inner: str  # this node's tunnel address
     peer: Peer  # its one peer: the other node
     delivered: list[bytes] = field(default_factory=list)
@@ -54,12 +55,11 @@ class MemNet:
 
     def __init__(self, psk: bytes | None = None, seed: int = 1, **device_args) -> None:
         self.now = 0.0
-        self.nodes: dict[tuple[str, int], Node] = {}
+        self.nodes: dict[Endpoint, Node] = {}
         ka, kb = keys.generate_private_key(), keys.generate_private_key()
-        self.a = self._node("a", ka, kb, ("192.0.2.1", 51820), "10.0.0.1", "fd00::1", seed, psk,
-                            device_args)  # fmt: skip
-        self.b = self._node("b", kb, ka, ("192.0.2.2", 51820), "10.0.0.2", "fd00::2", seed + 1,
-                            psk, device_args)  # fmt: skip
+        at_a, at_b = Endpoint(("192.0.2.1", 51820)), Endpoint(("192.0.2.2", 51820))
+        self.a = self._node("a", ka, kb, at_a, "10.0.0.1", "fd00::1", seed, psk, device_args)
+        self.b = self._node("b", kb, ka, at_b, "10.0.0.2", "fd00::2", seed + 1, psk, device_args)
         self.a.peer.endpoint = self.b.address
         self.b.peer.endpoint = self.a.address
         self.blackhole = False  # when set, every datagram vanishes in flight

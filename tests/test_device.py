@@ -8,6 +8,7 @@ from meshnode.wireguard import keys
 from meshnode.wireguard import messages as m
 from meshnode.wireguard.allowedips import parse_network
 from meshnode.wireguard.device import ConfigError, Device, Drop
+from meshnode.wireguard.endpoint import Endpoint
 from meshnode.wireguard.noise import create_initiation
 from meshnode.wireguard.ratelimit import RateLimiter
 
@@ -83,7 +84,7 @@ def test_roaming_follows_authenticated_packets_only() -> None:
     net.send(net.a)
     assert net.a.peer.endpoint == net.b.address
     # b moves: its next packet comes from a new address and port
-    new_address = ("198.51.100.7", 40000)
+    new_address = Endpoint(("198.51.100.7", 40000))
     net.nodes[new_address] = net.b
     old_address, net.b.address = net.b.address, new_address
     net.send(net.b, b"from the new place")
@@ -98,7 +99,7 @@ def test_roaming_follows_authenticated_packets_only() -> None:
     assert net.a.peer.endpoint == new_address
     # and garbage from elsewhere does not either
     forged = m.HEADER_TRANSPORT + bytes(60)
-    net.a.device.receive(forged, ("203.0.113.9", 1), net.now)
+    net.a.device.receive(forged, Endpoint(("203.0.113.9", 1)), net.now)
     assert net.a.peer.endpoint == new_address
 
 
@@ -140,7 +141,7 @@ def test_unknown_initiator_and_wrong_mac1_are_dropped() -> None:
     stranger.add_allowed_ip(peer, parse_network("0.0.0.0/0"))
     stranger.send(ip_packet("10.0.0.3", "10.0.0.2"), 0)
     ((initiation, _),) = stranger.datagrams_to_send()
-    assert net.b.device.receive(initiation, ("192.0.2.3", 1), 0) is None
+    assert net.b.device.receive(initiation, Endpoint(("192.0.2.3", 1)), 0) is None
     assert net.b.device.drops[Drop.UNKNOWN_PEER] == 1
     # the same bytes aimed at a's key: mac1 is wrong for b
     wrong_peer = Device(keys.generate_private_key())
@@ -149,7 +150,7 @@ def test_unknown_initiator_and_wrong_mac1_are_dropped() -> None:
     wrong_peer.add_allowed_ip(p, parse_network("0.0.0.0/0"))
     wrong_peer.send(ip_packet("10.0.0.3", "10.0.0.2"), 0)
     ((initiation, _),) = wrong_peer.datagrams_to_send()
-    net.b.device.receive(initiation, ("192.0.2.3", 1), 0)
+    net.b.device.receive(initiation, Endpoint(("192.0.2.3", 1)), 0)
     assert net.b.device.drops[Drop.INVALID_MAC1] == 1
 
 
@@ -175,7 +176,7 @@ def test_mac2_is_bound_to_the_source_address() -> None:
     net = MemNet()
     net.b.device.under_load_threshold = 0
     net.send(net.a)  # a learns a cookie for its address
-    net.a.address, old = ("192.0.2.99", 51820), net.a.address
+    net.a.address, old = Endpoint(("192.0.2.99", 51820)), net.a.address
     net.nodes[net.a.address] = net.a
     net.advance(5.4)  # the retransmission comes from elsewhere: a new cookie is demanded
     assert net.b.delivered == []
@@ -236,11 +237,50 @@ def test_staging_keeps_the_newest_128_packets() -> None:
 
 def test_peer_configuration_errors() -> None:
     device = Device(keys.generate_private_key())
-    with pytest.raises(ConfigError, match="low-order"):
-        device.add_peer(bytes(32))
     with pytest.raises(ConfigError, match="own"):
         device.add_peer(device.public_key or b"")
     assert device.peers == {}
+
+
+# The low-order points of the Linux kernel's selftest (netns.sh): X25519 with any
+# of them gives an all-zero secret.
+LOW_ORDER_POINTS = [
+    bytes.fromhex(h)
+    for h in (
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+        "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    )
+]
+
+
+@pytest.mark.parametrize("point", LOW_ORDER_POINTS, ids=lambda p: p.hex()[:8])
+def test_a_low_order_peer_is_accepted_but_never_sent_to(point: bytes) -> None:
+    """As wg and wireguard-go: the peer is configured, but with an all-zero
+    static-static secret no initiation, keepalive or data ever leaves for it."""
+    device = Device(keys.generate_private_key(), epoch=EPOCH)
+    peer = device.add_peer(point)
+    device.set_endpoint(peer, Endpoint(("192.0.2.7", 51820)))
+    device.add_allowed_ip(peer, parse_network("10.9.0.0/24"))
+    device.set_persistent_keepalive(peer, 1, 0.0)
+    for second in range(1, 200):
+        device.send(ip_packet("10.0.0.1", "10.9.0.1"), float(second))
+        device.handle_timers(float(second))
+    assert device.datagrams_to_send() == []
+    assert device.peers[point] is peer
+
+
+def test_an_unclamped_private_key_is_kept_clamped() -> None:
+    unclamped = bytes(range(224, 256))
+    device = Device(unclamped)
+    assert device.identity is not None
+    stored = device.identity.private_key.private_bytes_raw()
+    assert stored == keys.clamp(unclamped) != unclamped
+    assert device.public_key == keys.public_key(unclamped)
 
 
 def test_removing_a_peer_ends_its_sessions() -> None:

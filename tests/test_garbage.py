@@ -24,6 +24,7 @@ from meshnode.wireguard.allowedips import parse_network
 from meshnode.wireguard.constants import REJECT_AFTER_MESSAGES
 from meshnode.wireguard.cookie import CookieGenerator
 from meshnode.wireguard.device import Device, Drop
+from meshnode.wireguard.endpoint import Endpoint
 
 SETTINGS = settings(
     max_examples=200,
@@ -592,7 +593,7 @@ def exchange(
 def third_party(net: MemNet, known: bool) -> tuple[Device, tuple]:
     """A device c (10.0.0.3) that knows b; b knows c too if known."""
     c = Device(keys.generate_private_key(), epoch=EPOCH)
-    c_at = ("192.0.2.3", 51820)
+    c_at = Endpoint(("192.0.2.3", 51820))
     peer = c.add_peer(net.b.device.public_key)
     c.set_endpoint(peer, net.b.address)
     c.add_allowed_ip(peer, parse_network("0.0.0.0/0"))
@@ -637,7 +638,7 @@ def test_a_device_without_a_private_key(datagrams: list[bytes | tuple[int, bytes
     for item in datagrams:
         datagram = item[1] if isinstance(item, tuple) else item
         before = Counter(device.drops)
-        assert device.receive(datagram, ("192.0.2.9", 1), 0.0) is None
+        assert device.receive(datagram, Endpoint(("192.0.2.9", 1)), 0.0) is None
         added = list((device.drops - before).elements())
         if len(datagram) == HEADERS.get(datagram[:4]):
             assert added == [Drop.NO_PRIVATE_KEY]

@@ -24,6 +24,7 @@ from noise.exceptions import NoiseInvalidMessage
 
 from meshnode.wireguard.allowedips import parse_network
 from meshnode.wireguard.device import Device, Drop
+from meshnode.wireguard.endpoint import Endpoint
 
 PROTOCOL = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
 PROLOGUE = b"WireGuard v1 zx2c4 Jason@zx2c4.com"
@@ -31,7 +32,7 @@ TAI64_EPOCH = 2**62 + 10  # TAI64 label of the Unix epoch, with the 10 s TAI off
 
 DEVICE_INNER = "10.0.0.1"
 NOISE_INNER = "10.0.0.2"
-NOISE_ENDPOINT = ("192.0.2.2", 51820)
+NOISE_ENDPOINT = Endpoint(("192.0.2.2", 51820))
 NOISE_INDEX = 0x0BADCAFE  # the index the noise side picks for itself
 
 PSKS = [

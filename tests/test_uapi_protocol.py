@@ -37,7 +37,7 @@ def test_parse_and_apply_every_key() -> None:
     assert device.public_key == keys.public_key(private)
     assert device.listen_port == 51820
     p = device.peers[peer]
-    assert p.preshared_key == psk and p.endpoint == ("fd00::1", 51820, 0, 0)
+    assert p.preshared_key == psk and p.endpoint.sockaddr == ("fd00::1", 51820, 0, 0)
     assert [str(n) for n in device.allowed_ips.networks(p)] == ["10.0.0.0/24", "fd00::/64"]
     text = format_get(device)
     assert text.startswith(f"private_key={hexkey(private)}\nlisten_port=51820\n")

@@ -10,6 +10,8 @@ from pyroute2 import IPRoute
 
 SIOCGIFMTU = 0x8921
 RTMGRP_LINK = 0x1
+RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV6_IFADDR = 0x100
 
 
 def configure(name: str, *, mtu: int | None = None, up: bool | None = None,
@@ -46,7 +48,8 @@ def mtu_of(name: str) -> int | None:
 
 
 def link_events_socket() -> socket.socket:
-    """A non-blocking netlink socket that becomes readable on any link change."""
+    """A non-blocking netlink socket that becomes readable on any change of a
+    link or of a local address."""
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, 0)
-    sock.bind((0, RTMGRP_LINK))
+    sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
     return sock

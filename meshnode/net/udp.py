@@ -8,17 +8,26 @@ point of entry: every datagram is sorted by its first bytes after this.
 With `gro`, the kernel hands over runs of same-size datagrams from one source
 as one buffer (UDP GRO); `send_outbox` sends runs of same-size datagrams to
 one endpoint with one sendmsg (UDP GSO).
+
+Sticky source, as the kernel's WireGuard and wireguard-go: each receive
+reports the local address the datagram was sent to (IP_PKTINFO,
+IPV6_PKTINFO), the endpoint remembers it, and replies leave from that address
+rather than the routing table's choice, so a peer that wrote our secondary
+address sees its answers come from it (and a NAT or firewall between lets
+them through). When that address has gone, the send falls back to the
+routing table's choice, and the address is not tried again until the local
+addresses change (`addresses_changed`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import socket
 import struct
 from collections import Counter
 
 from ..wireguard.buffers import Outbox
+from ..wireguard.endpoint import Endpoint, LocalSource
 
 SO_MARK = 36
 SO_SNDBUFFORCE = 32
@@ -27,7 +36,11 @@ SOL_UDP = 17
 UDP_SEGMENT = 103
 UDP_GRO = 104
 SOCKET_BUFFER = 7 << 20  # as wireguard-go: room for bursts at a few Gbit/s
-GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
+IP_PKTINFO = 8  # not in Python's socket module before 3.12
+_IN_PKTINFO = struct.Struct("=i4s4s")  # ifindex, local address (spec_dst), header destination
+_IN6_PKTINFO = struct.Struct("=16si")  # address, ifindex
+# room for a GRO segment size and a packet-info message in one receive
+RECV_CMSG_SPACE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(_IN6_PKTINFO.size)
 _MAX_GSO_SEGMENTS = 64
 _MAX_GSO_BYTES = 65000
 _SEGMENT_OPTION = {}  # segment size -> packed cmsg data, built on first use
@@ -38,6 +51,9 @@ def _open(family: int, port: int, fwmark: int, gro: bool) -> socket.socket:
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         if fwmark:
             sock.setsockopt(socket.SOL_SOCKET, SO_MARK, fwmark)
         for forced, plain in (
@@ -64,6 +80,9 @@ class UdpSockets:
         last_error: OSError | None = None
         self.gro, self.gso = gro, gso
         self.errors: Counter[str] = Counter()
+        # local addresses a send from failed (removed since): routed instead
+        self.stale_sources: set[LocalSource] = set()
+        self._source_controls: dict[LocalSource, tuple] = {}
         for _ in range(10 if port == 0 else 1):
             v4 = _open(socket.AF_INET, port, fwmark, gro)
             chosen = v4.getsockname()[1]
@@ -83,9 +102,33 @@ class UdpSockets:
     def sockets(self) -> list[socket.socket]:
         return [s for s in (self.v4, self.v6) if s is not None]
 
-    def for_endpoint(self, endpoint: tuple) -> socket.socket | None:
-        """The socket that can reach an endpoint: 2-tuples are IPv4, 4-tuples IPv6."""
-        return self.v4 if len(endpoint) == 2 else self.v6
+    def for_endpoint(self, endpoint: Endpoint) -> socket.socket | None:
+        """The socket that can reach an endpoint (None: no socket of its family)."""
+        return self.v4 if endpoint.family == socket.AF_INET else self.v6
+
+    def addresses_changed(self) -> None:
+        """Local addresses came or went: try every remembered source again."""
+        self.stale_sources.clear()
+
+    def _source_control(self, local: LocalSource, family: int) -> tuple:
+        """The packet-info message that makes a send leave from `local`."""
+        control = self._source_controls.get(local)
+        if control is None:
+            if len(self._source_controls) > 1024:
+                self._source_controls.clear()
+            if family == socket.AF_INET:
+                packed = socket.inet_pton(socket.AF_INET, local.address)
+                # ifindex 0: the route to the peer picks the device, as the kernel's
+                # WireGuard does; only the source address is pinned
+                control = (socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(0, packed, bytes(4)))
+            else:
+                packed = socket.inet_pton(socket.AF_INET6, local.address)
+                # a link-local source is only meaningful on the link it came in on
+                ifindex = local.ifindex if packed[:2] == b"\xfe\x80" else 0
+                control = (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO,
+                           _IN6_PKTINFO.pack(packed, ifindex))  # fmt: skip
+            self._source_controls[local] = control
+        return control
 
     def set_fwmark(self, fwmark: int) -> None:
         for sock in self.sockets():
@@ -121,39 +164,88 @@ class UdpSockets:
             self._send(view[offset:end], size, j - i, endpoint, records, i)
             i = j
 
-    def _send(self, data: memoryview, size: int, segments: int, endpoint: tuple,
+    def _send(self, data: memoryview, size: int, segments: int, endpoint: Endpoint,
               records: list, first: int) -> None:  # fmt: skip
         sock = self.for_endpoint(endpoint)
         if sock is None:
             self.errors["no_socket_for_family"] += segments
             return
+        local = endpoint.local
+        sticky = local is not None and local not in self.stale_sources
         try:
-            if segments == 1:
-                sock.sendto(data, endpoint)
-            else:
-                option = _SEGMENT_OPTION.get(size)
-                if option is None:
-                    option = _SEGMENT_OPTION[size] = struct.pack("=H", size)
-                sock.sendmsg([data], [(SOL_UDP, UDP_SEGMENT, option)], 0, endpoint)
+            self._sendmsg(sock, data, size, segments, endpoint, sticky)
         except BlockingIOError:
             self.errors["send_buffer_full"] += segments
         except OSError as exc:
+            if sticky:
+                # the address the peer wrote to may have gone: let the routing
+                # table choose, and remember that for the next sends
+                try:
+                    self._sendmsg(sock, data, size, segments, endpoint, False)
+                except OSError:
+                    pass
+                else:
+                    self.stale_sources.add(local)  # type: ignore[arg-type]
+                    self.errors["stale_source"] += 1
+                    return
             if segments > 1 and exc.errno in (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP):
                 # this path cannot segment: stop asking, send these one by one
                 self.gso = False
                 self.errors["gso_unsupported"] += 1
-                with contextlib.suppress(OSError):
-                    for k in range(segments):
-                        offset, length, _ = records[first + k]
-                        start = offset - records[first][0]
-                        sock.sendto(data[start : start + length], endpoint)
+                base = records[first][0]
+                for k in range(segments):
+                    offset, length, _ = records[first + k]
+                    start = offset - base
+                    try:
+                        self._sendmsg(sock, data[start : start + length], length, 1, endpoint,
+                                      sticky and local not in self.stale_sources)  # fmt: skip
+                    except OSError as single:
+                        self._count_send_error(single, 1)
                 return
-            self.errors[f"send_{errno.errorcode.get(exc.errno or 0, exc.errno)}"] += segments
+            self._count_send_error(exc, segments)
+
+    def _sendmsg(self, sock: socket.socket, data: memoryview, size: int, segments: int,
+                 endpoint: Endpoint, sticky: bool) -> None:  # fmt: skip
+        if segments == 1 and not sticky:
+            sock.sendto(data, endpoint.sockaddr)
+            return
+        controls = []
+        if sticky:
+            controls.append(self._source_control(endpoint.local, endpoint.family))  # type: ignore[arg-type]
+        if segments > 1:
+            option = _SEGMENT_OPTION.get(size)
+            if option is None:
+                option = _SEGMENT_OPTION[size] = struct.pack("=H", size)
+            controls.append((SOL_UDP, UDP_SEGMENT, option))
+        sock.sendmsg([data], controls, 0, endpoint.sockaddr)
+
+    def _count_send_error(self, exc: OSError, count: int) -> None:
+        if isinstance(exc, BlockingIOError):
+            self.errors["send_buffer_full"] += count
+        else:
+            self.errors[f"send_{errno.errorcode.get(exc.errno or 0, exc.errno)}"] += count
 
 
-def gro_segment(ancillary: list, total: int) -> int:
-    """The segment size of a GRO receive (its cmsg), or total for a single datagram."""
+def parse_receive_ancillary(ancillary: list, total: int) -> tuple[int, bytes | None]:
+    """The GRO segment size of a receive (total for a single datagram) and the
+    raw packet-info data (the local address it was sent to), if any."""
+    segment = total
+    pktinfo = None
     for level, kind, data in ancillary:
         if level == SOL_UDP and kind == UDP_GRO:
-            return struct.unpack("=i", data[:4])[0]
-    return total
+            segment = struct.unpack("=i", data[:4])[0]
+        elif (level == socket.IPPROTO_IP and kind == IP_PKTINFO) or (
+            level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO
+        ):
+            pktinfo = data
+    return segment, pktinfo
+
+
+def local_source(pktinfo: bytes) -> LocalSource:
+    """The local address and interface of a packet-info message."""
+    if len(pktinfo) >= _IN6_PKTINFO.size:
+        address, ifindex = _IN6_PKTINFO.unpack_from(pktinfo)
+        return LocalSource(socket.inet_ntop(socket.AF_INET6, address), ifindex)
+    ifindex, spec_dst, _ = _IN_PKTINFO.unpack_from(pktinfo)
+    return LocalSource(socket.inet_ntop(socket.AF_INET, spec_dst), ifindex)
+

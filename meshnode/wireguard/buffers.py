@@ -8,9 +8,7 @@ must not be kept past `clear()`: a full buffer is replaced by a larger one.
 
 from __future__ import annotations
 
-from typing import Any
-
-Endpoint = Any  # a socket address tuple; opaque to the core
+from .endpoint import Endpoint
 
 
 class _Arena:

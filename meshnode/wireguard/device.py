@@ -37,8 +37,9 @@ from .constants import (
     UNDER_LOAD_AFTER_TIME,
 )
 from .cookie import CookieChecker
+from .endpoint import Endpoint
 from .keypair import Keypair
-from .keys import is_low_order
+from .keys import clamp
 from .noise import (
     Handshake,
     HandshakeError,
@@ -50,7 +51,7 @@ from .noise import (
     derive_transport_keys,
     precompute_static_static,
 )
-from .peer import Endpoint, Peer
+from .peer import Peer
 from .ratelimit import RateLimiter
 from .timers import Timer, TimerQueue
 from .transport import open_batch, seal_batch, seal_one
@@ -86,11 +87,6 @@ class Drop(enum.StrEnum):
 
 class ConfigError(ValueError):
     """A configuration change the device refuses; nothing was changed."""
-
-
-def _endpoint_bytes(endpoint: Endpoint) -> bytes:
-    """A stable byte form of a source address, for binding cookies to it."""
-    return repr(endpoint[:2]).encode()
 
 
 class Device:
@@ -147,6 +143,8 @@ class Device:
 
     def set_private_key(self, private_key: bytes | None, now: float) -> None:
         """Change identity; sessions made under the old key can no longer be used."""
+        if private_key is not None:
+            private_key = clamp(private_key)  # stored and shown clamped, as wireguard-go
         if self.identity is not None and private_key is not None:
             current = self.identity.private_key.private_bytes_raw()
             if current == private_key:
@@ -172,8 +170,9 @@ class Device:
             return existing
         if len(public_key) != 32:
             raise ConfigError("a public key is 32 bytes")
-        if is_low_order(public_key):
-            raise ConfigError("public key is a low-order point (no shared secret is possible)")
+        # A low-order key is accepted, as wg and wireguard-go accept it, but its
+        # static-static secret is all zeros, so no initiation is ever built for
+        # it (create_initiation refuses) and nothing is ever sent to it.
         if self.identity is not None and public_key == self.identity.public_key:
             raise ConfigError("public key is this interface's own")
         peer = Peer(public_key, self.identity)
@@ -199,7 +198,9 @@ class Device:
             raise ConfigError("a preshared key is 32 bytes")
         peer.handshake.preshared_key = psk
 
-    def set_endpoint(self, peer: Peer, endpoint: Endpoint | None) -> None:
+    def set_endpoint(self, peer: Peer, endpoint: Endpoint | tuple | None) -> None:
+        if endpoint is not None and not isinstance(endpoint, Endpoint):
+            endpoint = Endpoint(endpoint)
         peer.endpoint = endpoint
 
     def set_persistent_keepalive(self, peer: Peer, interval: int, now: float) -> None:
@@ -318,13 +319,13 @@ class Device:
             return self._drop(Drop.INVALID_MAC1)
         self._count_handshake_load(now)
         if self.is_under_load(now):
-            source_bytes = _endpoint_bytes(source)
+            source_bytes = source.cookie_bytes
             if not checker.check_mac2(message, source_bytes, now):
                 sender = int.from_bytes(message[4:8], "little")
                 reply = checker.create_reply(message, sender, source_bytes, now)
                 self.outbox.add(reply, source)
                 return self._drop(Drop.COOKIE_SENT)
-            if not self.rate_limiter.allow(source[0], now):
+            if not self.rate_limiter.allow(source.rate_key, now):
                 return self._drop(Drop.RATE_LIMITED)
 
         if kind == m.MESSAGE_INITIATION:

@@ -6,11 +6,10 @@ import base64
 from collections import deque
 
 from .cookie import CookieGenerator
+from .endpoint import Endpoint
 from .keypair import Keypairs
 from .noise import Handshake, StaticIdentity, precompute_static_static
 from .timers import TIMER_COUNT
-
-Endpoint = tuple  # a socket address as the runtime's socket gives it; opaque here
 
 
 class Peer:

@@ -20,8 +20,8 @@ from cryptography.exceptions import InvalidTag
 from .constants import PADDING_MULTIPLE, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
 
 if TYPE_CHECKING:
-    from .buffers import Endpoint
     from .device import Device
+    from .endpoint import Endpoint
     from .keypair import Keypair
     from .peer import Peer
 
@@ -65,7 +65,7 @@ def seal_batch(dev: Device, slots: list[memoryview], lengths: list[int], count: 
     keypair: Keypair | None = None
     encrypt_into = None
     remote_index = 0
-    endpoint: Endpoint = None
+    endpoint: Endpoint | None = None
     for i in range(count):
         slot = slots[i]
         size = lengths[i]

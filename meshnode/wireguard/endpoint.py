@@ -1,0 +1,112 @@
+"""Where a peer is reached, as the core sees it: one type for every path.
+
+The core needs three things from an endpoint: bytes that identify the source
+for cookie MACs, a key for the per-source rate limiter, and the address
+family. The runtime needs the socket address to send to and, for replies
+that must leave from the address the peer sent to (sticky source, as the
+kernel and wireguard-go do), the local address the datagram arrived at.
+
+Two endpoints are equal when both the remote address and the local source
+are: a datagram from the same peer address to another local address is a
+new path (its replies leave from another address). `same_remote` compares
+the remote part only, which is what "the peer roamed" means.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+SocketAddress = tuple  # ("192.0.2.1", 51820) or ("2001:db8::1", 51820, flowinfo, scope_id)
+
+
+class LocalSource:
+    """Our address a peer's datagram arrived at, and the interface it came in on."""
+
+    __slots__ = ("_hash", "address", "ifindex")
+
+    def __init__(self, address: str, ifindex: int = 0) -> None:
+        self.address = address
+        self.ifindex = ifindex
+        self._hash = hash((address, ifindex))
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, LocalSource)
+            and self.address == other.address
+            and self.ifindex == other.ifindex
+        )
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"LocalSource({self.address!r}, {self.ifindex})"
+
+
+class Endpoint:
+    """A peer's address (and the local address replies leave from, if known)."""
+
+    __slots__ = ("_cookie_bytes", "_hash", "family", "local", "sockaddr")
+
+    def __init__(self, sockaddr: SocketAddress, local: LocalSource | None = None) -> None:
+        if len(sockaddr) == 2:
+            self.family = socket.AF_INET
+            sockaddr = (sockaddr[0], sockaddr[1])
+        elif len(sockaddr) == 4:
+            self.family = socket.AF_INET6
+            sockaddr = (sockaddr[0], sockaddr[1], sockaddr[2], sockaddr[3])
+        else:
+            raise ValueError(f"not a socket address: {sockaddr!r}")
+        self.sockaddr = sockaddr
+        self.local = local
+        self._hash = hash((sockaddr, local))
+        self._cookie_bytes: bytes | None = None
+
+    @property
+    def host(self) -> str:
+        return self.sockaddr[0]
+
+    @property
+    def port(self) -> int:
+        return self.sockaddr[1]
+
+    @property
+    def rate_key(self) -> str:
+        """What the handshake rate limiter counts by: the source address."""
+        return self.sockaddr[0]
+
+    @property
+    def cookie_bytes(self) -> bytes:
+        """The source as bytes for mac2 cookies: the packed address and port.
+
+        Only this node computes them (the initiator echoes the cookie), so
+        the form need not match other implementations, only be stable."""
+        cached = self._cookie_bytes
+        if cached is None:
+            host = self.sockaddr[0].partition("%")[0]
+            cached = ipaddress.ip_address(host).packed + self.sockaddr[1].to_bytes(2, "big")
+            self._cookie_bytes = cached
+        return cached
+
+    def same_remote(self, other: Endpoint | None) -> bool:
+        return other is not None and self.sockaddr == other.sockaddr
+
+    def without_local(self) -> Endpoint:
+        return self if self.local is None else Endpoint(self.sockaddr)
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        return (
+            isinstance(other, Endpoint)
+            and self.sockaddr == other.sockaddr
+            and self.local == other.local
+        )
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        local = "" if self.local is None else f" via {self.local.address}"
+        return f"Endpoint({self.sockaddr!r}{local})"
