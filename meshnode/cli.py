@@ -146,6 +146,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "up": Subcommand(node_command.up_main, "Runs the node: every interface of a configuration"),
     "down": Subcommand(node_command.down_main, "Takes the running node and its interfaces down"),
     "reload": Subcommand(node_command.reload_main, "Applies the node's changed configuration"),
+    "stats": Subcommand(node_command.stats_main, "Prints the running node's counters as JSON"),
 }
 
 

@@ -33,8 +33,9 @@ from .net.udp import RECV_CMSG_SPACE, UdpSockets, local_source, parse_receive_an
 from .uapi.protocol import UapiError, apply_set, format_get, parse_set
 from .wireguard.constants import DEFAULT_MTU
 from .wireguard.device import Device
+from .wireguard.drops import Drop
 from .wireguard.endpoint import Endpoint
-from .wireguard.messages import is_wireguard
+from .wireguard.events import PeerEvent
 
 _TUN_BATCH = 128  # packets read from the TUN per wakeup (GSO sends up to 64 at once)
 _UDP_BATCH = 64  # receive calls per wakeup (each up to 64 KiB with GRO)
@@ -43,9 +44,12 @@ _DELIVER_BATCH = 256  # inner packets gathered before writing them to the TUN
 _TXQUEUELEN = 5000  # the default 500 drops under load (PERF-NOTES)
 _ENDPOINT_CACHE = 4096  # source endpoints remembered; cleared whole when full
 
-# A handler for datagrams that are not WireGuard (STUN, mesh messages later):
-# it takes (datagram, source) and returns nothing.
+# A handler for datagrams that are not WireGuard (STUN, probes): it takes
+# (datagram, source) and returns nothing; `matches` picks the datagrams it takes.
 DatagramHandler = Callable[[bytes, Endpoint], None]
+DatagramMatcher = Callable[[bytes], bool]
+# A consumer of the device's peer events (the mesh agent's glue).
+EventHandler = Callable[[PeerEvent], None]
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,14 @@ class InterfaceGone(Exception):
 
 
 class Interface:
+    """One interface's runtime. `watch_link=False` leaves out the netlink link
+    watch (and the txqueuelen setting), for a TUN stand-in such as a socket
+    pair in tests that run without root."""
+
     def __init__(self, tun: Tun, log: Logger, *, mtu: int = DEFAULT_MTU,
-                 offloads: Offloads | None = None) -> None:  # fmt: skip
+                 offloads: Offloads | None = None, watch_link: bool = True) -> None:  # fmt: skip
         self.tun = tun
+        self.watch_link = watch_link
         self.name = tun.name
         self.log = log
         self.offloads = offloads or Offloads(tun_vnet=tun.vnet_hdr)
@@ -89,8 +98,10 @@ class Interface:
         self.device.listen_port = self.udp.port
         if log.verbose_enabled:
             self.device.trace = log.verbose
-        self.other_datagrams: list[tuple[Callable[[bytes], bool], DatagramHandler]] = []
-        self.errors: Counter[str] = Counter()
+        self.datagram_handlers: list[tuple[DatagramMatcher, DatagramHandler]] = []
+        self.event_handlers: list[EventHandler] = []
+        self.drops: Counter[Drop] = Counter()  # the runtime's own; see stats()
+        self.last_tun_error = 0
         self._endpoints: dict[tuple, Endpoint] = {}  # (address, packet info) -> Endpoint
         self._udp_scope: trio.CancelScope | None = None
         # the timer loop sleeps in this scope until the device's next deadline
@@ -103,16 +114,18 @@ class Interface:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled or the TUN disappears; always releases the sockets."""
-        try:
-            link.configure(self.name, txqueuelen=_TXQUEUELEN)
-        except OSError as exc:
-            self.log.error(f"Cannot set txqueuelen: {exc}")
+        if self.watch_link:
+            try:
+                link.configure(self.name, txqueuelen=_TXQUEUELEN)
+            except OSError as exc:
+                self.log.error(f"Cannot set txqueuelen: {exc}")
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._tun_reader)
                 nursery.start_soon(self._udp_supervisor)
                 nursery.start_soon(self._timer_loop)
-                nursery.start_soon(self._link_watch)
+                if self.watch_link:
+                    nursery.start_soon(self._link_watch)
                 task_status.started()
         finally:
             self.udp.close()
@@ -142,6 +155,37 @@ class Interface:
             device.outbox.clear()
         if device.inbox.records:
             self._deliver()
+        if device.other_datagrams:
+            self._dispatch_other_datagrams()
+        if device.events:
+            self._dispatch_events()
+
+    def _dispatch_other_datagrams(self) -> None:
+        """Hand each datagram that is not WireGuard's to the first handler that
+        takes it; a handler's failure is counted, never the data path's end."""
+        found, self.device.other_datagrams = self.device.other_datagrams, []
+        for datagram, source in found:
+            for matches, handle in self.datagram_handlers:
+                try:
+                    if matches(datagram):
+                        handle(datagram, source)
+                        break
+                except Exception as exc:
+                    self.drops[Drop.HANDLER_FAILED] += 1
+                    self.log.error(f"A datagram handler failed: {exc!r}")
+                    break
+            else:
+                self.drops[Drop.UNKNOWN_DATAGRAM] += 1
+
+    def _dispatch_events(self) -> None:
+        events = self.device.events
+        while events:
+            event = events.popleft()
+            for handle in self.event_handlers:
+                try:
+                    handle(event)
+                except Exception as exc:
+                    self.log.error(f"A peer event handler failed on {event}: {exc!r}")
 
     def _deliver(self) -> None:
         inbox = self.device.inbox
@@ -159,7 +203,8 @@ class Interface:
                 for offset, length in inbox.records:
                     os.writev(fd, [DATA_VALID_HEADER, view[offset : offset + length]])
         except OSError as exc:
-            self.errors[f"tun_write_{errno.errorcode.get(exc.errno or 0, exc.errno)}"] += 1
+            self.drops[Drop.TUN_WRITE_FAILED] += 1
+            self.last_tun_error = exc.errno or 0
         finally:
             inbox.clear()
 
@@ -241,10 +286,9 @@ class Interface:
                 source = endpoints.get((address, pktinfo))
                 if source is None:
                     source = self._endpoint(address, pktinfo)
-                if total >= 4 and not is_wireguard(buffer[:4]):
-                    self._other_datagrams(view, total, segment, source)
-                    continue
-                if buffer[0] != 4:
+                # datagrams that are not WireGuard's come back from the device,
+                # sorted per GRO segment, in device.other_datagrams
+                if 0 < buffer[0] < 4:
                     handshakes += 1
                 device.receive_batch(view, total, segment, source, now)
                 if not handled or len(device.inbox.records) >= _DELIVER_BATCH:
@@ -273,17 +317,6 @@ class Interface:
         endpoints[(address, pktinfo)] = endpoint
         return endpoint
 
-    def _other_datagrams(self, view: memoryview, total: int, segment: int,
-                         source: Endpoint) -> None:  # fmt: skip
-        for start in range(0, total, segment or total):
-            datagram = bytes(view[start : min(start + segment, total)])
-            for matches, handle in self.other_datagrams:
-                if matches(datagram):
-                    handle(datagram, source)
-                    break
-            else:
-                self.errors["unknown_datagram"] += 1
-
     async def _timer_loop(self) -> None:
         device = self.device
         while True:
@@ -295,6 +328,34 @@ class Interface:
                 await trio.sleep_forever()
             device.handle_timers(self._now())
             self._send_and_deliver()
+
+    # ------------------------------------------------------------ for the layers above
+
+    def send_datagram(self, datagram: bytes, endpoint: Endpoint) -> None:
+        """Send a datagram that is not WireGuard's (STUN, a probe) from the
+        interface's own socket, so it takes the WireGuard port's NAT mapping."""
+        self.device.outbox.add(datagram, endpoint)
+        self._send_and_deliver()
+
+    def inject(self, datagram: bytes, source: Endpoint) -> None:
+        """Take a datagram that arrived another way (through a relay) as if the
+        socket had received it from source."""
+        view = memoryview(datagram)
+        self.device.receive_batch(view, len(datagram), len(datagram), source, self._now())
+        self._flush()
+
+    def stats(self) -> dict[str, object]:
+        """Every counter of the interface: the device's drops, the runtime's and
+        the sockets', and the fallbacks the sockets took; zero counts left out."""
+        drops = self.device.drops + self.drops + self.udp.drops
+        return {
+            "drops": {str(reason): count for reason, count in sorted(drops.items())},
+            "fallbacks": {str(k): v for k, v in sorted(self.udp.fallbacks.items())},
+            "last_send_errno": self.udp.last_send_error,
+            "last_tun_errno": self.last_tun_error,
+            "peers": len(self.device.peers),
+            "listen_port": self.udp.port,
+        }
 
     async def _link_watch(self) -> None:
         """Follow MTU changes (padding depends on it), notice the TUN vanishing,
@@ -340,8 +401,14 @@ class Interface:
                 self.udp.set_fwmark(fwmark)
             except OSError as exc:
                 raise UapiError(exc.errno or errno.EPERM, f"cannot set fwmark: {exc}") from exc
-        apply_set(request, self.device, self._now())
+        try:
+            apply_set(request, self.device, self._now())
+        except BaseException:
+            if new_udp is not None:
+                new_udp.close()  # the set failed: the new port is not kept
+            raise
         if new_udp is not None:
+            new_udp.adopt_state(self.udp)
             old, self.udp = self.udp, new_udp
             for sock in old.sockets():
                 trio.lowlevel.notify_closing(sock)

@@ -42,7 +42,7 @@ async def run_daemon(tun: Tun, listener: socket.socket, log: Logger, offloads: O
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(interface.run)
-            nursery.start_soon(uapi.serve, listener, interface, path)
+            nursery.start_soon(uapi.serve, listener, interface, path, log)
             log.verbose("UAPI listener started")
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:

@@ -4,6 +4,7 @@ namespaces with real peers (wireguard-go, another meshnode node), real `wg`,
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from netns import Lab, Namespace, require_netns, wait_for
 from nodelab import (
+    MESHNODE,
     firewall_rules,
     links,
     make_node,
@@ -125,6 +127,14 @@ AllowedIPs = 10.62.0.1/32, fd62::1/128
 
     _, shown = node.cli("show", "interfaces")
     assert {to_go, to_other} <= set(shown.split()), shown  # with other nodes' (shared dir)
+    # every counter of both interfaces, over the control socket
+    result = node_ns.run(*MESHNODE, "stats", env=node.env)
+    stats = json.loads(result.stdout)
+    assert set(stats) == {to_go, to_other}
+    assert stats[to_go]["listen_port"] == 51820 and stats[to_other]["peers"] == 1
+    # nothing dropped on a clean link but what the kernel itself sends into the
+    # TUN towards no peer (IPv6 router solicitations, MLD reports)
+    assert set(stats[to_go]["drops"]) <= {"no_route"}, stats
     all_shown = node_ns.run("wg", "show", "all", "latest-handshakes").stdout.decode()
     for ifname, peer in ((to_go, go_public), (to_other, other_public)):
         assert re.search(rf"^{ifname}\t{re.escape(peer)}\t[1-9]\d*$", all_shown, re.M), all_shown

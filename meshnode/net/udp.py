@@ -24,9 +24,11 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+import sys
 from collections import Counter
 
 from ..wireguard.buffers import Outbox
+from ..wireguard.drops import Drop, Fallback
 from ..wireguard.endpoint import Endpoint, LocalSource
 
 SO_MARK = 36
@@ -46,6 +48,12 @@ _MAX_GSO_BYTES = 65000
 _SEGMENT_OPTION = {}  # segment size -> packed cmsg data, built on first use
 
 
+def _mark(fwmark: int) -> bytes:
+    """SO_MARK's value as the kernel reads it (a u32): Python would pack an int
+    as a signed C int and refuse marks of 2**31 and above."""
+    return fwmark.to_bytes(4, sys.byteorder)
+
+
 def _open(family: int, port: int, fwmark: int, gro: bool) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
@@ -55,7 +63,7 @@ def _open(family: int, port: int, fwmark: int, gro: bool) -> socket.socket:
         else:
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         if fwmark:
-            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, fwmark)
+            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, _mark(fwmark))
         for forced, plain in (
             (SO_RCVBUFFORCE, socket.SO_RCVBUF),
             (SO_SNDBUFFORCE, socket.SO_SNDBUF),
@@ -79,10 +87,12 @@ class UdpSockets:
     def __init__(self, port: int, fwmark: int = 0, *, gro: bool = False, gso: bool = False) -> None:
         last_error: OSError | None = None
         self.gro, self.gso = gro, gso
-        self.errors: Counter[str] = Counter()
+        self.drops: Counter[Drop] = Counter()
+        self.fallbacks: Counter[Fallback] = Counter()
         # local addresses a send from failed (removed since): routed instead
         self.stale_sources: set[LocalSource] = set()
         self._source_controls: dict[LocalSource, tuple] = {}
+        self.last_send_error = 0  # errno of the last failed send, for stats
         for _ in range(10 if port == 0 else 1):
             v4 = _open(socket.AF_INET, port, fwmark, gro)
             chosen = v4.getsockname()[1]
@@ -132,8 +142,17 @@ class UdpSockets:
 
     def set_fwmark(self, fwmark: int) -> None:
         for sock in self.sockets():
-            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, fwmark)
+            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, _mark(fwmark))
         self.fwmark = fwmark
+
+    def adopt_state(self, old: UdpSockets) -> None:
+        """Carry counters and what was learned about the path over from the
+        sockets these replace (a listen-port change)."""
+        self.drops.update(old.drops)
+        self.fallbacks.update(old.fallbacks)
+        self.last_send_error = old.last_send_error
+        if not old.gso:
+            self.gso = False  # the path could not segment; it still cannot
 
     def close(self) -> None:
         for sock in self.sockets():
@@ -168,14 +187,14 @@ class UdpSockets:
               records: list, first: int) -> None:  # fmt: skip
         sock = self.for_endpoint(endpoint)
         if sock is None:
-            self.errors["no_socket_for_family"] += segments
+            self.drops[Drop.NO_SOCKET_FOR_FAMILY] += segments
             return
         local = endpoint.local
         sticky = local is not None and local not in self.stale_sources
         try:
             self._sendmsg(sock, data, size, segments, endpoint, sticky)
         except BlockingIOError:
-            self.errors["send_buffer_full"] += segments
+            self.drops[Drop.SEND_BUFFER_FULL] += segments
         except OSError as exc:
             if sticky:
                 # the address the peer wrote to may have gone: let the routing
@@ -186,12 +205,12 @@ class UdpSockets:
                     pass
                 else:
                     self.stale_sources.add(local)  # type: ignore[arg-type]
-                    self.errors["stale_source"] += 1
+                    self.fallbacks[Fallback.STALE_SOURCE] += 1
                     return
             if segments > 1 and exc.errno in (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP):
                 # this path cannot segment: stop asking, send these one by one
                 self.gso = False
-                self.errors["gso_unsupported"] += 1
+                self.fallbacks[Fallback.GSO_UNSUPPORTED] += 1
                 base = records[first][0]
                 for k in range(segments):
                     offset, length, _ = records[first + k]
@@ -221,9 +240,10 @@ class UdpSockets:
 
     def _count_send_error(self, exc: OSError, count: int) -> None:
         if isinstance(exc, BlockingIOError):
-            self.errors["send_buffer_full"] += count
+            self.drops[Drop.SEND_BUFFER_FULL] += count
         else:
-            self.errors[f"send_{errno.errorcode.get(exc.errno or 0, exc.errno)}"] += count
+            self.drops[Drop.SEND_FAILED] += count
+            self.last_send_error = exc.errno or 0
 
 
 def parse_receive_ancillary(ancillary: list, total: int) -> tuple[int, bytes | None]:

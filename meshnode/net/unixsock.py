@@ -8,6 +8,18 @@ import os
 import socket
 from pathlib import Path
 
+import trio
+
+from ..log import Logger
+
+# accept() failing for want of resources: clients that hold many connections
+# open (or a host short of memory) must not end the daemon; it waits and tries
+# again, as trio.serve_listeners does
+_ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+# a client gone before its connection was accepted
+_ACCEPT_SKIP_ERRNOS = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
+_ACCEPT_RETRY_DELAY = 0.1
+
 
 def listen_unix(path: Path, in_use: str) -> socket.socket:
     """A listening socket at path, root only (0600), created before trio starts.
@@ -45,3 +57,22 @@ def close_unix(listener: socket.socket, path: Path, inode: int) -> None:
     with contextlib.suppress(OSError):
         if path.lstat().st_ino == inode:
             path.unlink()
+
+
+async def accept(listener: trio.socket.SocketType, log: Logger) -> trio.socket.SocketType:
+    """The next connection, waiting out accept() errors a client can cause."""
+    reported = False
+    while True:
+        try:
+            conn, _ = await listener.accept()
+        except OSError as exc:
+            if exc.errno in _ACCEPT_SKIP_ERRNOS:
+                continue
+            if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                raise
+            if not reported:  # once per episode, not ten times a second
+                log.error(f"Cannot accept a connection ({exc.strerror}); retrying")
+                reported = True
+            await trio.sleep(_ACCEPT_RETRY_DELAY)
+            continue
+        return conn

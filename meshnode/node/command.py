@@ -14,6 +14,7 @@ overrides the configuration's log level.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -188,4 +189,15 @@ def reload_main(argv: list[str]) -> int:
         return reply
     if not reply.get("ok"):
         return _error(f"reload failed, the node keeps its configuration: {reply.get('error')}")
+    return 0
+
+
+def stats_main(argv: list[str]) -> int:
+    """Every counter of every interface of the running node, as JSON."""
+    reply = _ask(argv, "stats")
+    if isinstance(reply, int):
+        return reply
+    if not reply.get("ok"):
+        return _error(reply.get("error", "stats failed"))
+    sys.stdout.write(json.dumps(reply["interfaces"], indent=2, sort_keys=True) + "\n")
     return 0

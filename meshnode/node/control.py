@@ -2,6 +2,11 @@
 
 One JSON object a line each way: {"command": "reload" | "down" | "status"}
 in, {"ok": true, ...} or {"ok": false, "error": "..."} out. Root only (0600).
+
+Nothing a client sends can end the node: a request that is too long, not
+UTF-8, not JSON, too deeply nested, not an object, or without a string
+"command" gets {"ok": false, "error": ...}; an exception while answering (a
+bug) is logged and answered the same way.
 """
 
 from __future__ import annotations
@@ -10,16 +15,20 @@ import contextlib
 import json
 import os
 import socket
+import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from ..net.unixsock import listen_unix
+from ..log import Logger, level_from_env
+from ..net.unixsock import accept, listen_unix
 
 DEFAULT_RUN_DIR = "/run/meshnode"
-_MAX_REQUEST = 1 << 16
+_MAX_REQUEST = 1 << 16  # bytes in the request line, newline included
+_READ_TIMEOUT = 10  # s for the whole request line
+_INTERNAL_ERROR = b'{"ok": false, "error": "internal error"}\n'
 
 Handler = Callable[[str], Awaitable[dict[str, Any]]]
 
@@ -38,39 +47,74 @@ def listen() -> socket.socket:
     return listen_unix(path, f"a node is already running (control socket {path})")
 
 
-async def serve(listener: socket.socket, handle: Handler) -> None:
+class BadRequest(Exception):
+    """A request line the node cannot take; the message goes back to the client."""
+
+
+def parse_request(line: bytes) -> str:
+    """The command of a request line (without its newline), or BadRequest."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("bad request: not UTF-8") from None
+    try:
+        request = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
+        raise BadRequest("bad request: not JSON") from None
+    if not isinstance(request, dict):
+        raise BadRequest("bad request: not a JSON object")
+    command = request.get("command")
+    if not isinstance(command, str):
+        raise BadRequest('bad request: "command" must be a string')
+    return command
+
+
+async def serve(listener: socket.socket, handle: Handler, log: Logger | None = None) -> None:
+    if log is None:
+        log = Logger("control", level_from_env())
     tsock = trio.socket.from_stdlib_socket(listener)
     async with trio.open_nursery() as nursery:
         while True:
-            conn, _ = await tsock.accept()
-            nursery.start_soon(_answer, trio.SocketStream(conn), handle)
+            conn = await accept(tsock, log)
+            nursery.start_soon(_answer, trio.SocketStream(conn), handle, log)
 
 
-async def _answer(stream: trio.SocketStream, handle: Handler) -> None:
+async def _read_line(stream: trio.SocketStream) -> bytes:
+    """The request line: up to the first newline, or what came before the
+    client closed or went quiet; BadRequest past _MAX_REQUEST bytes."""
+    data = bytearray()
+    with trio.move_on_after(_READ_TIMEOUT):
+        while b"\n" not in data and len(data) < _MAX_REQUEST:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                break
+            data += chunk
+    line, newline, _ = data.partition(b"\n")
+    if len(line) + len(newline) > _MAX_REQUEST or (not newline and len(data) >= _MAX_REQUEST):
+        raise BadRequest(f"bad request: longer than {_MAX_REQUEST} bytes")
+    return bytes(line)
+
+
+async def _answer(stream: trio.SocketStream, handle: Handler, log: Logger) -> None:
     async with stream:
-        data = b""
-        with trio.move_on_after(10):
-            while b"\n" not in data and len(data) < _MAX_REQUEST:
-                chunk = await stream.receive_some(4096)
-                if not chunk:
-                    break
-                data += chunk
         try:
-            request = json.loads(data.split(b"\n", 1)[0])
-            command = request["command"]
-            if not isinstance(command, str):
-                raise TypeError(command)
-        except (ValueError, KeyError, TypeError):
-            reply: dict[str, Any] = {"ok": False, "error": "bad request"}
-        else:
-            reply = await handle(command)
+            command = parse_request(await _read_line(stream))
+            reply: dict[str, Any] = await handle(command)
+            answer = json.dumps(reply).encode() + b"\n"
+        except BadRequest as exc:
+            answer = json.dumps({"ok": False, "error": str(exc)}).encode() + b"\n"
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # the client went away
+        except Exception:  # a bug: this request fails, the node goes on
+            log.error(f"Control socket: {traceback.format_exc()}")
+            answer = _INTERNAL_ERROR
         # shielded: "down" cancels the node, this answer included, before it is sent
         with (
             trio.CancelScope(shield=True),
             trio.move_on_after(5),
             contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
         ):
-            await stream.send_all(json.dumps(reply).encode() + b"\n")
+            await stream.send_all(answer)
 
 
 def request(command: str, timeout: float = 120.0) -> dict[str, Any]:

@@ -127,7 +127,7 @@ class HostedInterface:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.interface.run)
-                nursery.start_soon(uapi.serve, listener, self.interface, path)
+                nursery.start_soon(uapi.serve, listener, self.interface, path, self.log)
         except* InterfaceGone:
             self.log.error("Interface was removed from outside; taking it down")
         except* uapi.SocketRemoved:

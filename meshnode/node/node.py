@@ -68,7 +68,7 @@ class Node:
                         await self._start(config)
                 if self._startup.cancelled_caught:
                     return False
-                nursery.start_soon(control.serve, listener, self._command)
+                nursery.start_soon(control.serve, listener, self._command, self.log)
                 if on_ready is not None:
                     on_ready()
                 await self._down.wait()
@@ -130,6 +130,11 @@ class Node:
         if command == "status":
             return {"ok": True, "pid": os.getpid(), "config": self.config.path,
                     "interfaces": sorted(self.hosted)}  # fmt: skip
+        if command == "stats":
+            return {"ok": True, "interfaces": {
+                name: hosted.interface.stats()
+                for name, hosted in sorted(self.hosted.items()) if hosted.interface is not None
+            }}  # fmt: skip
         return {"ok": False, "error": f"unknown command {command!r}"}
 
     # ------------------------------------------------------------ reload

@@ -3,6 +3,12 @@ whole before anything changes, apply it to a device, and format `get`.
 
 Keys are hex; errors are negative errno values, as wg expects them.
 See https://www.wireguard.com/xplatform/#configuration-protocol.
+
+Every value is parsed as wireguard-go parses it (strconv.ParseUint for
+numbers, netip.ParsePrefix for allowed IPs, netip.ParseAddrPort for
+endpoints, hex.DecodeString for keys): ASCII only, so a Unicode digit such
+as '²' or '٣' that str.isdigit() and int() would take is refused, and no
+value can make a parser raise anything but UapiError.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ..wireguard.allowedips import Network
 from ..wireguard.device import Device
-from ..wireguard.keys import KeyFormatError, from_hex, is_low_order, to_hex
+from ..wireguard.keys import clamp, from_hex, to_hex
 
 
 class UapiError(Exception):
@@ -25,6 +31,11 @@ class UapiError(Exception):
 
 def _invalid(message: str) -> UapiError:
     return UapiError(errno.EINVAL, message)
+
+
+def _quoted(text: str) -> str:
+    """Client text for an error message (and the log), cut short: a line may be 64 KiB."""
+    return repr(text) if len(text) <= 80 else f"{text[:80]!r}..."
 
 
 @dataclass
@@ -55,26 +66,175 @@ class SetRequest:
         return self.private_key is not _UNSET
 
 
-def parse_endpoint(text: str) -> tuple:
-    """'1.2.3.4:51820' or '[fd00::1%eth0]:51820' as a socket address tuple."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or int(port_text) > 65535:
-        raise _invalid(f"invalid endpoint {text!r}")
-    port = int(port_text)
-    if host.startswith("[") and host.endswith("]"):
-        host, _, scope = host[1:-1].partition("%")
+_HEX_DIGITS = {c: int(c, 16) for c in "0123456789abcdefABCDEF"}
+_IFNAMSIZ = 16  # Linux interface names are at most 15 bytes
+
+
+def _parse_decimal(text: str, bits: int) -> int | None:
+    """strconv.ParseUint(text, 10, bits): ASCII digits only, no sign, no
+    underscores, any number of leading zeros; None if not, or too big."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    significant = text.lstrip("0")
+    # past 20 digits it exceeds 64 bits; and int() would raise past 4,300
+    if len(significant) > 20:
+        return None
+    value = int(significant or "0")
+    return value if value < 1 << bits else None
+
+
+def _parse_ipv4(text: str) -> int | None:
+    """netip's parseIPv4: four decimal fields 0-255, no leading zeros."""
+    fields = text.split(".")
+    if len(fields) != 4:
+        return None
+    value = 0
+    for part in fields:
+        if not (part.isascii() and part.isdigit()) or len(part) > 3:
+            return None
+        if len(part) > 1 and part[0] == "0":
+            return None
+        octet = int(part)
+        if octet > 255:
+            return None
+        value = value << 8 | octet
+    return value
+
+
+def _parse_ipv6(text: str) -> tuple[int, str] | None:
+    """netip's parseIPv6 (Go 1.22 and later), as (address, zone): groups of
+    one to four hex digits, one '::', an IPv4 address in the last 32 bits,
+    and a zone after the first '%' that must not be empty."""
+    s, percent, zone = text.partition("%")
+    if percent and not zone:
+        return None
+    ip = bytearray(16)
+    ellipsis = -1  # where '::' stands, in bytes
+    if s.startswith("::"):
+        ellipsis = 0
+        s = s[2:]
+        if not s:
+            return 0, zone
+    i = 0
+    while i < 16:
+        off, acc = 0, 0
+        while off < len(s):
+            digit = _HEX_DIGITS.get(s[off])
+            if digit is None:
+                break
+            if off > 3:  # a fifth digit
+                return None
+            acc = acc << 4 | digit
+            off += 1
+        if off == 0:
+            return None
+        if off < len(s) and s[off] == ".":
+            # an embedded IPv4 address: the rest of the string, in the last 4 bytes
+            if (ellipsis < 0 and i != 12) or i + 4 > 16:
+                return None
+            v4 = _parse_ipv4(s)
+            if v4 is None:
+                return None
+            ip[i : i + 4] = v4.to_bytes(4, "big")
+            s = ""
+            i += 4
+            break
+        ip[i : i + 2] = acc.to_bytes(2, "big")
+        i += 2
+        s = s[off:]
+        if not s:
+            break
+        if s[0] != ":" or len(s) == 1:
+            return None
+        s = s[1:]
+        if s[0] == ":":
+            if ellipsis >= 0:
+                return None
+            ellipsis = i
+            s = s[1:]
+            if not s:
+                break
+    if s:
+        return None
+    if i < 16:
+        if ellipsis < 0:
+            return None
+        ip = ip[:ellipsis] + bytes(16 - i) + ip[ellipsis:i]
+    elif ellipsis >= 0:
+        return None  # '::' must stand for at least one group of zeros
+    return int.from_bytes(ip, "big"), zone
+
+
+def _parse_address(text: str) -> tuple[int, int, str] | None:
+    """netip.ParseAddr as (version, address, zone): the first '.', ':' or
+    '%' decides how the rest is read."""
+    for c in text:
+        if c == ".":
+            v4 = _parse_ipv4(text)
+            return None if v4 is None else (4, v4, "")
+        if c == ":":
+            v6 = _parse_ipv6(text)
+            return None if v6 is None else (6, *v6)
+        if c == "%":
+            return None
+    return None
+
+
+def parse_prefix(text: str) -> Network:
+    """An allowed IP as netip.ParsePrefix reads it: ADDRESS/BITS, no zone,
+    BITS in decimal without a sign or leading zeros (Go 1.22 and later).
+    Host bits may be set; they are masked off, as wireguard-go's table does."""
+    address_text, slash, bits_text = text.rpartition("/")
+    parsed = _parse_address(address_text) if slash else None
+    if parsed is None:
+        raise _invalid(f"invalid allowed ip: {_quoted(text)}")
+    version, address, zone = parsed
+    if zone:
+        raise _invalid(f"invalid allowed ip (IPv6 zones are not allowed): {_quoted(text)}")
+    if len(bits_text) > 1 and not "1" <= bits_text[0] <= "9":
+        raise _invalid(f"invalid allowed ip (bad bits after slash): {_quoted(text)}")
+    bits = _parse_decimal(bits_text, 8)
+    if bits is None or bits > (32 if version == 4 else 128):
+        raise _invalid(f"invalid allowed ip (prefix length): {_quoted(text)}")
+    if version == 4:
+        return ipaddress.IPv4Network((address, bits), strict=False)
+    return ipaddress.IPv6Network((address, bits), strict=False)
+
+
+def _scope_id(zone: str) -> int | None:
+    """An IPv6 zone as an interface index, as wireguard-go's Linux bind does
+    (zoneToUint32): an interface's name, else a decimal 32-bit index."""
+    if len(zone.encode("utf-8", "replace")) < _IFNAMSIZ:
         try:
-            address = ipaddress.IPv6Address(host)
-            scope_id = 0
-            if scope:
-                scope_id = int(scope) if scope.isdigit() else socket.if_nametoindex(scope)
-        except (ValueError, OSError) as exc:
-            raise _invalid(f"invalid endpoint {text!r}") from exc
-        return (str(address), port, 0, scope_id)
-    try:
-        return (str(ipaddress.IPv4Address(host)), port)
-    except ValueError as exc:
-        raise _invalid(f"invalid endpoint {text!r}") from exc
+            return socket.if_nametoindex(zone)
+        except (OSError, ValueError):  # no such interface; a NUL in the name
+            pass
+    return _parse_decimal(zone, 32)
+
+
+def parse_endpoint(text: str) -> tuple:
+    """'1.2.3.4:51820' or '[fd00::1%eth0]:51820' as a socket address tuple,
+    read as netip.ParseAddrPort does: the port after the last ':', 0-65535
+    in ASCII decimal; brackets exactly around an IPv6 address."""
+    host, colon, port_text = text.rpartition(":")
+    if not colon or not host or not port_text:
+        raise _invalid(f"invalid endpoint {_quoted(text)}")
+    bracketed = host[0] == "["
+    if bracketed:
+        if len(host) < 2 or host[-1] != "]":
+            raise _invalid(f"invalid endpoint {_quoted(text)}")
+        host = host[1:-1]
+    port = _parse_decimal(port_text, 16)
+    parsed = _parse_address(host)
+    if port is None or parsed is None or bracketed != (parsed[0] == 6):
+        raise _invalid(f"invalid endpoint {_quoted(text)}")
+    version, address, zone = parsed
+    if version == 4:
+        return (str(ipaddress.IPv4Address(address)), port)
+    scope_id = _scope_id(zone) if zone else 0
+    if scope_id is None:
+        raise _invalid(f"invalid endpoint {_quoted(text)} (no interface {_quoted(zone)})")
+    return (str(ipaddress.IPv6Address(address)), port, 0, scope_id)
 
 
 def format_endpoint(endpoint: tuple) -> str:
@@ -84,27 +244,33 @@ def format_endpoint(endpoint: tuple) -> str:
     if scope_id:
         try:
             host = f"{host}%{socket.if_indextoname(scope_id)}"
-        except OSError:
+        except (OSError, OverflowError):  # the interface is gone: its index, as wg shows it
             host = f"{host}%{scope_id}"
     return f"[{host}]:{port}"
 
 
 def _key(value: str, what: str) -> bytes:
+    """64 hex digits, either case, as hex.DecodeString takes them. from_hex
+    refuses non-ASCII text too; checked here first all the same, so that a
+    change there cannot let a Unicode digit through."""
+    if len(value) != 64 or not all(c in _HEX_DIGITS for c in value):
+        raise _invalid(f"invalid {what}: {_quoted(value)}")
     try:
         return from_hex(value)
-    except KeyFormatError as exc:
-        raise _invalid(f"invalid {what}: {value!r}") from exc
+    except ValueError as exc:  # KeyFormatError is one
+        raise _invalid(f"invalid {what}: {_quoted(value)}") from exc
 
 
 def _uint(value: str, bits: int, what: str) -> int:
-    if not value.isdigit() or int(value) >= 1 << bits:
-        raise _invalid(f"invalid {what}: {value!r}")
-    return int(value)
+    number = _parse_decimal(value, bits)
+    if number is None:
+        raise _invalid(f"invalid {what}: {_quoted(value)}")
+    return number
 
 
 def _true(value: str, what: str) -> None:
     if value != "true":
-        raise _invalid(f"invalid value for {what}: {value!r}")
+        raise _invalid(f"invalid value for {what}: {_quoted(value)}")
 
 
 def parse_set(lines: list[str]) -> SetRequest:
@@ -114,17 +280,18 @@ def parse_set(lines: list[str]) -> SetRequest:
     for line in lines:
         key, sep, value = line.partition("=")
         if not sep:
-            raise UapiError(errno.EPROTO, f"failed to parse line {line!r}")
+            raise UapiError(errno.EPROTO, f"failed to parse line {_quoted(line)}")
         if key == "public_key":
-            public_key = _key(value, "public key")
-            if is_low_order(public_key):
-                raise _invalid("public key is a low-order point")
-            peer = PeerChange(public_key)
+            # A low-order point is taken, as wg and wireguard-go take it: the
+            # device keeps such a peer but never sends to it.
+            peer = PeerChange(_key(value, "public key"))
             request.peers.append(peer)
         elif peer is None:
             if key == "private_key":
                 private = _key(value, "private key")
-                request.private_key = None if private == bytes(32) else private
+                # all zeros clears the key; any other is stored (and shown by
+                # get) clamped, as wireguard-go's FromMaybeZeroHex does
+                request.private_key = None if private == bytes(32) else clamp(private)
             elif key == "listen_port":
                 request.listen_port = _uint(value, 16, "listen_port")
             elif key == "fwmark":
@@ -133,7 +300,7 @@ def parse_set(lines: list[str]) -> SetRequest:
                 _true(value, key)
                 request.replace_peers = True
             else:
-                raise _invalid(f"invalid UAPI device key: {key}")
+                raise _invalid(f"invalid UAPI device key: {_quoted(key)}")
         elif key == "update_only":
             _true(value, key)
             peer.update_only = True
@@ -150,15 +317,12 @@ def parse_set(lines: list[str]) -> SetRequest:
             _true(value, key)
             peer.allowed_ips.append(None)
         elif key == "allowed_ip":
-            try:
-                peer.allowed_ips.append(ipaddress.ip_network(value, strict=False))
-            except ValueError as exc:
-                raise _invalid(f"invalid allowed ip: {value!r}") from exc
+            peer.allowed_ips.append(parse_prefix(value))
         elif key == "protocol_version":
             if value != "1":
-                raise _invalid(f"invalid protocol version: {value!r}")
+                raise _invalid(f"invalid protocol version: {_quoted(value)}")
         else:
-            raise _invalid(f"invalid UAPI peer key: {key}")
+            raise _invalid(f"invalid UAPI peer key: {_quoted(key)}")
     return request
 
 

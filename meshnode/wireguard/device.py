@@ -13,10 +13,9 @@ timers.go) so that both behave alike on the wire.
 
 from __future__ import annotations
 
-import enum
 import os
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 
 from . import messages as m
@@ -37,7 +36,15 @@ from .constants import (
     UNDER_LOAD_AFTER_TIME,
 )
 from .cookie import CookieChecker
+from .drops import Drop
 from .endpoint import Endpoint
+from .events import (
+    EndpointChanged,
+    HandshakeCompleted,
+    HandshakeGaveUp,
+    KeysZeroed,
+    PeerEvent,
+)
 from .keypair import Keypair
 from .keys import clamp
 from .noise import (
@@ -56,33 +63,9 @@ from .ratelimit import RateLimiter
 from .timers import Timer, TimerQueue
 from .transport import open_batch, seal_batch, seal_one
 
+_EVENT_QUEUE = 4096
 
-class Drop(enum.StrEnum):
-    """Why a datagram or packet was not delivered; the device counts each."""
-
-    MALFORMED = "malformed"  # wrong size for its type, or too short
-    UNKNOWN_TYPE = "unknown_type"
-    NO_PRIVATE_KEY = "no_private_key"
-    INVALID_MAC1 = "invalid_mac1"
-    COOKIE_SENT = "cookie_sent"  # under load without a valid mac2: answered with a cookie
-    RATE_LIMITED = "rate_limited"
-    HANDSHAKE_DECRYPT = "handshake_decrypt"
-    UNKNOWN_PEER = "unknown_peer"
-    BAD_PEER_KEY = "bad_peer_key"
-    REPLAYED_INITIATION = "replayed_initiation"
-    INITIATION_FLOOD = "initiation_flood"
-    NO_HANDSHAKE = "no_handshake"  # a response or cookie reply for no initiation of ours
-    INVALID_COOKIE = "invalid_cookie"
-    UNKNOWN_INDEX = "unknown_index"
-    EXPIRED_KEYPAIR = "expired_keypair"
-    DECRYPT = "decrypt"
-    REPLAYED = "replayed"
-    INNER_MALFORMED = "inner_malformed"
-    DISALLOWED_SOURCE = "disallowed_source"
-    NO_ROUTE = "no_route"  # an outgoing packet towards an address no peer owns
-    NO_ENDPOINT = "no_endpoint"
-    STAGED_OVERFLOW = "staged_overflow"
-    HANDSHAKE_GAVE_UP = "handshake_gave_up"
+__all__ = ["ConfigError", "Device", "Drop"]
 
 
 class ConfigError(ValueError):
@@ -110,6 +93,12 @@ class Device:
         self.rate_limiter = RateLimiter()
         self.timers = TimerQueue()
         self.drops: Counter[Drop] = Counter()
+        # what happened to peers, for the layers above (drained with next_event);
+        # bounded, so a device nobody drains (meshnode-wg) cannot grow it
+        self.events: deque[PeerEvent] = deque(maxlen=_EVENT_QUEUE)
+        # datagrams that are not WireGuard's (STUN, probes), found inside a
+        # batch: the runtime hands them to their handlers (see receive_other)
+        self.other_datagrams: list[tuple[bytes, Endpoint]] = []
         self._rng = rng or random.Random(os.urandom(16))
         self.outbox = Outbox()  # datagrams to send, drained by the runtime
         self.inbox = Inbox()  # inner packets to deliver, drained by the runtime
@@ -222,6 +211,20 @@ class Device:
 
     # ---------------------------------------------------------------- output
 
+    def next_event(self) -> PeerEvent | None:
+        """The oldest event not yet taken, or None."""
+        return self.events.popleft() if self.events else None
+
+    def roam(self, peer: Peer, source: Endpoint) -> None:
+        """An authenticated datagram from the peer came from source: send there
+        from now on; a new remote address is an EndpointChanged event."""
+        old = peer.endpoint
+        if old is source:
+            return
+        peer.endpoint = source
+        if old is None or old.sockaddr != source.sockaddr:
+            self.events.append(EndpointChanged(peer.public_key, old, source))
+
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
         """Take copies of the datagrams queued since the last call, oldest first.
 
@@ -267,6 +270,12 @@ class Device:
             expected = m.RESPONSE_SIZE
         elif header == m.HEADER_COOKIE_REPLY:
             expected = m.COOKIE_REPLY_SIZE
+        elif size >= 4:
+            # not WireGuard (STUN, a probe): GRO may have put it in a run of
+            # WireGuard datagrams of the same size from the same source, so it
+            # is sorted out here, per datagram, and handed back to the runtime
+            self.other_datagrams.append((datagram, source))
+            return None
         else:
             return self._drop(Drop.UNKNOWN_TYPE)
         if size != expected:
@@ -277,9 +286,8 @@ class Device:
     def _drop(self, reason: Drop) -> None:
         self.drops[reason] += 1
 
-    def count_drop(self, reason: str) -> None:
-        """Count a drop by its Drop value (a plain string, equal to the member)."""
-        self.drops[reason] += 1  # type: ignore[index]
+    def count_drop(self, reason: Drop) -> None:
+        self.drops[reason] += 1
 
     def _log(self, peer: Peer, event: str) -> None:
         if self.trace is not None:
@@ -348,12 +356,12 @@ class Device:
         try:
             consume_initiation(self.identity, message, find, now)
         except HandshakeError as exc:
-            return self._drop(Drop(exc.reason))
+            return self._drop(exc.reason)
         peer = found[0]
         self._log(peer, "Received handshake initiation")
         self._timers_any_authenticated_packet_traversal(peer, now)
         self._timers_any_authenticated_packet_received(peer)
-        peer.endpoint = source
+        self.roam(peer, source)
         peer.rx_bytes += len(message)
         self._send_response(peer, now)
         return None
@@ -367,9 +375,9 @@ class Device:
         try:
             consume_response(self.identity, peer.handshake, message)
         except HandshakeError as exc:
-            return self._drop(Drop(exc.reason))
+            return self._drop(exc.reason)
         self._log(peer, "Received handshake response")
-        peer.endpoint = source
+        self.roam(peer, source)
         peer.rx_bytes += len(message)
         self._timers_any_authenticated_packet_traversal(peer, now)
         self._timers_any_authenticated_packet_received(peer)
@@ -520,7 +528,7 @@ class Device:
         try:
             message = create_initiation(self.identity, peer.handshake, index, self.epoch + now)
         except HandshakeError as exc:
-            self._drop(Drop(exc.reason))
+            self._drop(exc.reason)
             return
         self._handshakes[index] = peer
         self._log(peer, "Sending handshake initiation")
@@ -537,7 +545,7 @@ class Device:
         try:
             message = create_response(peer.handshake, index)
         except HandshakeError as exc:
-            self._drop(Drop(exc.reason))
+            self._drop(exc.reason)
             return
         self._handshakes[index] = peer
         self._log(peer, "Sending handshake response")
@@ -654,6 +662,7 @@ class Device:
                     peer, "Removing all keys, since we haven't received a new one in 540 seconds"
                 )
                 self._zero_and_flush(peer)
+                self.events.append(KeysZeroed(peer.public_key))
             elif timer == Timer.PERSISTENT_KEEPALIVE and peer.persistent_keepalive > 0:
                 self.send_keepalive(peer, now)
 
@@ -665,6 +674,7 @@ class Device:
             )
             TimerQueue.cancel(peer, Timer.SEND_KEEPALIVE)
             self._flush_staged(peer)
+            self.events.append(HandshakeGaveUp(peer.public_key))
             if not TimerQueue.pending(peer, Timer.ZERO_KEY_MATERIAL):
                 self.timers.set(peer, Timer.ZERO_KEY_MATERIAL, now + REJECT_AFTER_TIME * 3)
         else:
@@ -703,6 +713,9 @@ class Device:
         peer.handshake_attempts = 0
         peer.sent_last_minute_handshake = False
         peer.last_handshake = self.epoch + now
+        current = peer.keypairs.current
+        initiator = current is not None and current.initiator
+        self.events.append(HandshakeCompleted(peer.public_key, peer.endpoint, initiator))
 
     def _timers_session_derived(self, peer: Peer, now: float) -> None:
         self.timers.set(peer, Timer.ZERO_KEY_MATERIAL, now + REJECT_AFTER_TIME * 3)

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from . import messages as m
 from .crypto import KEY_LEN, CryptoFailure, aead_decrypt, aead_encrypt, dh, hash_, kdf1, kdf2, kdf3
+from .drops import Drop
 from .tai64n import TIMESTAMP_LEN, is_after, stamp
 
 CONSTRUCTION = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
@@ -32,10 +33,10 @@ HANDSHAKE_INITIATION_RATE = 0.020
 class HandshakeError(Exception):
     """A handshake message failed to decrypt, authenticate or pass a freshness check.
 
-    `reason` is a short stable code the device counts drops under.
+    `reason` is the Drop the device counts it under.
     """
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: Drop, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
 
@@ -105,7 +106,7 @@ def create_initiation(
 ) -> bytearray:
     """Build an initiation (mac1 and mac2 left zero for the cookie generator)."""
     if hs.precomputed_static_static == ZERO_KEY:
-        raise HandshakeError("bad_peer_key", "no usable static-static secret with this peer")
+        raise HandshakeError(Drop.BAD_PEER_KEY, "no usable static-static secret with this peer")
     h = hash_(INITIAL_HASH, hs.remote_static)
     ephemeral = X25519PrivateKey.generate()
     e_pub = ephemeral.public_key().public_bytes_raw()
@@ -150,24 +151,24 @@ def consume_initiation(
         c, k = kdf2(c, dh(identity.private_key, e_pub))
         remote_static = aead_decrypt(k, 0, encrypted_static, h)
     except CryptoFailure as exc:
-        raise HandshakeError("handshake_decrypt", "initiation does not decrypt") from exc
+        raise HandshakeError(Drop.HANDSHAKE_DECRYPT, "initiation does not decrypt") from exc
     h = hash_(h, encrypted_static)
     hs = find(remote_static)
     if hs is None:
-        raise HandshakeError("unknown_peer", "initiation from an unknown public key")
+        raise HandshakeError(Drop.UNKNOWN_PEER, "initiation from an unknown public key")
     if hs.precomputed_static_static == ZERO_KEY:
-        raise HandshakeError("bad_peer_key", "initiation from a peer with an unusable key")
+        raise HandshakeError(Drop.BAD_PEER_KEY, "initiation from a peer with an unusable key")
     c, k = kdf2(c, hs.precomputed_static_static)
     try:
         timestamp = aead_decrypt(k, 0, encrypted_timestamp, h)
     except CryptoFailure as exc:
-        raise HandshakeError("handshake_decrypt", "initiation timestamp does not decrypt") from exc
+        raise HandshakeError(Drop.HANDSHAKE_DECRYPT, "initiation timestamp undecryptable") from exc
     h = hash_(h, encrypted_timestamp)
     if not is_after(timestamp, hs.last_timestamp):
-        raise HandshakeError("replayed_initiation", "initiation replayed (timestamp not newer)")
+        raise HandshakeError(Drop.REPLAYED_INITIATION, "initiation replayed (timestamp not newer)")
     last = hs.last_initiation_consumption
     if last is not None and now - last <= HANDSHAKE_INITIATION_RATE:
-        raise HandshakeError("initiation_flood", "initiations arriving too fast")
+        raise HandshakeError(Drop.INITIATION_FLOOD, "initiations arriving too fast")
 
     hs.state = State.INITIATION_CONSUMED
     hs.hash, hs.chaining_key = h, c
@@ -181,7 +182,7 @@ def consume_initiation(
 def create_response(hs: Handshake, local_index: int) -> bytearray:
     """Answer a consumed initiation (mac1 and mac2 left zero)."""
     if hs.state is not State.INITIATION_CONSUMED:
-        raise HandshakeError("no_handshake", "no consumed initiation to answer")
+        raise HandshakeError(Drop.NO_HANDSHAKE, "no consumed initiation to answer")
     ephemeral = X25519PrivateKey.generate()
     e_pub = ephemeral.public_key().public_bytes_raw()
     c = kdf1(hs.chaining_key, e_pub)
@@ -190,7 +191,7 @@ def create_response(hs: Handshake, local_index: int) -> bytearray:
         c = kdf1(c, dh(ephemeral, hs.remote_ephemeral))
         c = kdf1(c, dh(ephemeral, hs.remote_static))
     except CryptoFailure as exc:
-        raise HandshakeError("bad_peer_key", "low-order key in the initiation") from exc
+        raise HandshakeError(Drop.BAD_PEER_KEY, "low-order key in the initiation") from exc
     c, tau, k = kdf3(c, hs.preshared_key)
     h = hash_(h, tau)
     encrypted_nothing = aead_encrypt(k, 0, b"", h)
@@ -212,7 +213,7 @@ def consume_response(identity: StaticIdentity, hs: Handshake, message: bytes) ->
     """Authenticate a response to the initiation in hs; raises HandshakeError."""
     _, sender, receiver, e_pub, encrypted_nothing, _, _ = m.RESPONSE.unpack(message)
     if hs.state is not State.INITIATION_CREATED or receiver != hs.local_index:
-        raise HandshakeError("no_handshake", "response to no initiation of ours")
+        raise HandshakeError(Drop.NO_HANDSHAKE, "response to no initiation of ours")
     assert hs.local_ephemeral is not None
     h = hash_(hs.hash, e_pub)
     c = kdf1(hs.chaining_key, e_pub)
@@ -223,7 +224,7 @@ def consume_response(identity: StaticIdentity, hs: Handshake, message: bytes) ->
         h = hash_(h, tau)
         aead_decrypt(k, 0, encrypted_nothing, h)
     except CryptoFailure as exc:
-        raise HandshakeError("handshake_decrypt", "response does not authenticate") from exc
+        raise HandshakeError(Drop.HANDSHAKE_DECRYPT, "response does not authenticate") from exc
     h = hash_(h, encrypted_nothing)
 
     hs.state = State.RESPONSE_CONSUMED
@@ -249,7 +250,7 @@ def derive_transport_keys(hs: Handshake) -> SessionKeys:
     elif hs.state is State.RESPONSE_CREATED:
         initiator = False
     else:
-        raise HandshakeError("no_handshake", "handshake is not finished")
+        raise HandshakeError(Drop.NO_HANDSHAKE, "handshake is not finished")
     first, second = kdf2(hs.chaining_key, b"")
     send, receive = (first, second) if initiator else (second, first)
     keys = SessionKeys(send, receive, initiator, hs.local_index, hs.remote_index)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from cryptography.exceptions import InvalidTag
 
 from .constants import PADDING_MULTIPLE, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
+from .drops import Drop
 
 if TYPE_CHECKING:
     from .device import Device
@@ -76,14 +77,14 @@ def seal_batch(dev: Device, slots: list[memoryview], lengths: list[int], count: 
             high, low = _V6_DST.unpack_from(slot)
             route = (high << 64 | low) | _V6_TAG  # kept apart from IPv4 routes
         else:
-            dev.count_drop("inner_malformed")
+            dev.count_drop(Drop.INNER_MALFORMED)
             continue
         if route != last_route:
             last_route = route
             peer = lookup_v4(route) if route < _V6_TAG else lookup_v6(route ^ _V6_TAG)
             keypair = None
         if peer is None:
-            dev.count_drop("no_route")
+            dev.count_drop(Drop.NO_ROUTE)
             continue
         if keypair is None or keypair is not peer.keypairs.current or peer.staged:
             keypair = peer.keypairs.current
@@ -199,7 +200,7 @@ def open_batch(dev: Device, view: memoryview, total: int, segment: int, source: 
             keypair = keypairs.get(index)
             if keypair is not None and now - keypair.created > REJECT_AFTER_TIME:
                 keypair = None
-                dev.count_drop("expired_keypair")
+                dev.count_drop(Drop.EXPIRED_KEYPAIR)
                 last_index = -1
                 continue
             if keypair is not None:
@@ -210,10 +211,10 @@ def open_batch(dev: Device, view: memoryview, total: int, segment: int, source: 
                 unconfirmed = keypair is peer.keypairs.next
                 last_source = -1
         if keypair is None:
-            dev.count_drop("unknown_index")
+            dev.count_drop(Drop.UNKNOWN_INDEX)
             continue
         if counter >= REJECT_AFTER_MESSAGES:
-            dev.count_drop("replayed")  # no need to spend a decryption on it
+            dev.count_drop(Drop.REPLAYED)  # no need to spend a decryption on it
             continue
         length = size - 32
         if used + length > capacity:
@@ -227,14 +228,14 @@ def open_batch(dev: Device, view: memoryview, total: int, segment: int, source: 
                 out_view[used : used + length],
             )  # fmt: skip
         except InvalidTag:
-            dev.count_drop("decrypt")
+            dev.count_drop(Drop.DECRYPT)
             continue
         if not accept(counter, REJECT_AFTER_MESSAGES):  # type: ignore[misc]
-            dev.count_drop("replayed")
+            dev.count_drop(Drop.REPLAYED)
             continue
         if unconfirmed:
             unconfirmed = False
-            peer.endpoint = source  # type: ignore[union-attr]
+            dev.roam(peer, source)  # type: ignore[arg-type]
             dev.confirm_session(peer, now)  # type: ignore[arg-type]
         stats[0] += size
         if length == 0:
@@ -245,27 +246,27 @@ def open_batch(dev: Device, view: memoryview, total: int, segment: int, source: 
         if version == 4 and length >= 20:
             inner, route = _V4_SRC.unpack_from(buffer, used)
             if inner < 20 or inner > length:
-                dev.count_drop("inner_malformed")
+                dev.count_drop(Drop.INNER_MALFORMED)
                 continue
             if route != last_source:
                 if lookup_v4(route) is not peer:
-                    dev.count_drop("disallowed_source")
+                    dev.count_drop(Drop.DISALLOWED_SOURCE)
                     continue
                 last_source = route
         elif version == 6 and length >= 40:
             inner, high, low = _V6_SRC.unpack_from(buffer, used)
             inner += 40
             if inner > length:
-                dev.count_drop("inner_malformed")
+                dev.count_drop(Drop.INNER_MALFORMED)
                 continue
             route = (high << 64 | low) | _V6_TAG
             if route != last_source:
                 if lookup_v6(route ^ _V6_TAG) is not peer:
-                    dev.count_drop("disallowed_source")
+                    dev.count_drop(Drop.DISALLOWED_SOURCE)
                     continue
                 last_source = route
         else:
-            dev.count_drop("inner_malformed")
+            dev.count_drop(Drop.INNER_MALFORMED)
             continue
         records.append((used, inner))
         used += length
@@ -274,7 +275,8 @@ def open_batch(dev: Device, view: memoryview, total: int, segment: int, source: 
     unsettled = dev.unsettled_received
     for p, (nbytes, data_packets) in received.items():
         if nbytes:
-            p.endpoint = source
+            if p.endpoint is not source:
+                dev.roam(p, source)
             p.rx_bytes += nbytes
             unsettled[p] = unsettled.get(p, 0) + data_packets
     dev.unsettled_now = now
