@@ -30,12 +30,13 @@ from .net import link
 from .net.offload import DATA_VALID_HEADER, VNET_HDR_LEN, coalesce
 from .net.tun import Tun
 from .net.udp import RECV_CMSG_SPACE, UdpSockets, local_source, parse_receive_ancillary
-from .uapi.protocol import UapiError, apply_set, format_get, parse_set
+from .uapi.protocol import UapiError, format_get, parse_set
 from .wireguard.constants import DEFAULT_MTU
 from .wireguard.device import Device
 from .wireguard.drops import Drop
 from .wireguard.endpoint import Endpoint
 from .wireguard.events import PeerEvent
+from .wireguard.settings import SetRequest, apply_settings
 
 _TUN_BATCH = 128  # packets read from the TUN per wakeup (GSO sends up to 64 at once)
 _UDP_BATCH = 64  # receive calls per wakeup (each up to 64 KiB with GRO)
@@ -382,13 +383,15 @@ class Interface:
     def uapi_set(self, lines: list[str]) -> None:
         """Apply a UAPI set request whole, or raise UapiError and change nothing."""
         try:
-            self._uapi_set(lines)
+            self.apply(parse_set(lines))
         except UapiError as exc:
             self.log.error(f"UAPI: {exc}")
             raise
 
-    def _uapi_set(self, lines: list[str]) -> None:
-        request = parse_set(lines)
+    def apply(self, request: SetRequest) -> None:
+        """Apply a typed change whole (the UAPI's set is one front end to it, the
+        node and the mesh others), or raise UapiError and change nothing: a new
+        listen port is bound before anything else changes."""
         new_udp = None
         fwmark = self.udp.fwmark if request.fwmark is None else request.fwmark
         if request.listen_port is not None and request.listen_port != self.udp.port:
@@ -402,7 +405,7 @@ class Interface:
             except OSError as exc:
                 raise UapiError(exc.errno or errno.EPERM, f"cannot set fwmark: {exc}") from exc
         try:
-            apply_set(request, self.device, self._now())
+            apply_settings(request, self.device, self._now())
         except BaseException:
             if new_udp is not None:
                 new_udp.close()  # the set failed: the new port is not kept

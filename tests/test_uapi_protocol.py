@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from meshnode.uapi.protocol import (
     UapiError,
-    apply_set,
     format_endpoint,
     format_get,
     parse_endpoint,
@@ -18,6 +17,7 @@ from meshnode.uapi.protocol import (
 )
 from meshnode.wireguard import keys
 from meshnode.wireguard.device import Device
+from meshnode.wireguard.settings import apply_settings
 
 
 def hexkey(key: bytes) -> str:
@@ -37,7 +37,7 @@ def test_parse_and_apply_every_key() -> None:
         "endpoint=[fd00::1]:51820", "persistent_keepalive_interval=0", "replace_allowed_ips=true",
         "allowed_ip=10.0.0.0/24", "allowed_ip=fd00::/64",
     ])  # fmt: skip
-    apply_set(request, device, 0.0)
+    apply_settings(request, device, 0.0)
     assert device.public_key == keys.public_key(private)
     assert device.listen_port == 51820
     p = device.peers[peer]
@@ -55,8 +55,8 @@ def test_parse_and_apply_every_key() -> None:
 
 def test_replace_allowed_ips_then_add_in_order() -> None:
     device, peer = Device(), new_public()
-    apply_set(parse_set([f"public_key={hexkey(peer)}", "allowed_ip=10.1.0.0/16"]), device, 0)
-    apply_set(
+    apply_settings(parse_set([f"public_key={hexkey(peer)}", "allowed_ip=10.1.0.0/16"]), device, 0)
+    apply_settings(
         parse_set(
             [f"public_key={hexkey(peer)}", "replace_allowed_ips=true", "allowed_ip=10.2.0.0/16"]
         ),
@@ -68,8 +68,8 @@ def test_replace_allowed_ips_then_add_in_order() -> None:
 
 def test_update_only_and_remove() -> None:
     device, known, unknown = Device(), new_public(), new_public()
-    apply_set(parse_set([f"public_key={hexkey(known)}"]), device, 0)
-    apply_set(
+    apply_settings(parse_set([f"public_key={hexkey(known)}"]), device, 0)
+    apply_settings(
         parse_set([
             f"public_key={hexkey(unknown)}", "update_only=true", "allowed_ip=10.0.0.1/32",
             f"public_key={hexkey(known)}", "update_only=true", "persistent_keepalive_interval=0",
@@ -77,20 +77,20 @@ def test_update_only_and_remove() -> None:
         device, 0,
     )  # fmt: skip
     assert list(device.peers) == [known]
-    apply_set(parse_set([f"public_key={hexkey(known)}", "remove=true"]), device, 0)
+    apply_settings(parse_set([f"public_key={hexkey(known)}", "remove=true"]), device, 0)
     assert device.peers == {}
 
 
 def test_peer_with_our_own_key_is_ignored() -> None:
     private = keys.generate_private_key()
     device = Device(private)
-    apply_set(parse_set([f"public_key={hexkey(keys.public_key(private))}"]), device, 0)
+    apply_settings(parse_set([f"public_key={hexkey(keys.public_key(private))}"]), device, 0)
     assert device.peers == {}
 
 
 def test_zero_private_key_clears_it() -> None:
     device = Device(keys.generate_private_key())
-    apply_set(parse_set(["private_key=" + "00" * 32]), device, 0)
+    apply_settings(parse_set(["private_key=" + "00" * 32]), device, 0)
     assert device.identity is None
     assert "private_key" not in format_get(device)
 
@@ -139,7 +139,7 @@ def test_a_bad_line_anywhere_means_no_change() -> None:
     device, peer = Device(), new_public()
     with pytest.raises(UapiError):
         request = parse_set([f"public_key={hexkey(peer)}", "allowed_ip=10.0.0.0/8", "bogus=1"])
-        apply_set(request, device, 0)
+        apply_settings(request, device, 0)
     assert device.peers == {}
 
 
@@ -289,7 +289,7 @@ def test_private_key_is_stored_clamped() -> None:
     request = parse_set(["private_key=" + "ff" * 32])
     assert request.private_key == bytes.fromhex("f8" + "ff" * 30 + "7f")
     device = Device()
-    apply_set(request, device, 0)
+    apply_settings(request, device, 0)
     assert format_get(device).startswith("private_key=f8" + "ff" * 30 + "7f\n")
     # all zeros still means "no key", not the clamp of zero
     assert parse_set(["private_key=" + "00" * 32]).private_key is None
@@ -301,7 +301,7 @@ def test_low_order_public_keys_are_taken(point: str) -> None:
     request = parse_set([f"public_key={point}", "endpoint=127.0.0.1:1111"])
     assert request.peers[0].public_key == bytes.fromhex(point)
     device = Device(keys.generate_private_key())
-    apply_set(request, device, 0)
+    apply_settings(request, device, 0)
     assert list(device.peers) == [bytes.fromhex(point)]
 
 

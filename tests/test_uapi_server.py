@@ -14,9 +14,10 @@ import trio
 from meshnode.log import ERROR, Logger
 from meshnode.net.unixsock import accept
 from meshnode.uapi import server
-from meshnode.uapi.protocol import apply_set, format_get, parse_set
+from meshnode.uapi.protocol import format_get, parse_set
 from meshnode.wireguard import keys
 from meshnode.wireguard.device import Device
+from meshnode.wireguard.settings import apply_settings
 
 
 class DeviceTarget:
@@ -29,7 +30,7 @@ class DeviceTarget:
         return format_get(self.device)
 
     def uapi_set(self, lines: list[str]) -> None:
-        apply_set(parse_set(lines), self.device, 0.0)
+        apply_settings(parse_set(lines), self.device, 0.0)
 
 
 class Recorder:

@@ -28,9 +28,10 @@ from ..uapi import server as uapi
 from ..uapi.protocol import UapiError
 from ..wgtool import sync
 from ..wgtool.model import DeviceUpdate
-from ..wgtool.uapi_client import encode_set, parse_get_text
+from ..wgtool.uapi_client import parse_get_text
 from . import saveconfig
 from .routes import RoutePlan, plan_routes
+from .settings import request_from_update
 
 HOOK_TIMEOUT = 30.0  # seconds a PreUp/PostUp/... command may take
 TEARDOWN_TIMEOUT = 40.0  # for each teardown step that awaits (PreDown, PostDown)
@@ -214,8 +215,7 @@ class HostedInterface:
         assert self.interface is not None
         if not replace:
             update = sync.plan(update, parse_get_text(self.name, self.interface.uapi_get()))
-        lines = encode_set(update).decode("utf-8", "surrogateescape").split("\n")
-        self.interface.uapi_set(lines[1 : lines.index("")])
+        self.interface.apply(request_from_update(update))
 
     # ------------------------------------------------------------ routes
 

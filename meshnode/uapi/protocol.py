@@ -16,11 +16,13 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-from dataclasses import dataclass, field
 
 from ..wireguard.allowedips import Network
 from ..wireguard.device import Device
+from ..wireguard.endpoint import Endpoint
 from ..wireguard.keys import clamp, from_hex, to_hex
+from ..wireguard.settings import PeerChange, SetRequest
+from .goparse import HEX_DIGITS, parse_addr, parse_uint
 
 
 class UapiError(Exception):
@@ -38,146 +40,7 @@ def _quoted(text: str) -> str:
     return repr(text) if len(text) <= 80 else f"{text[:80]!r}..."
 
 
-@dataclass
-class PeerChange:
-    public_key: bytes
-    remove: bool = False
-    update_only: bool = False
-    preshared_key: bytes | None = None
-    endpoint: tuple | None = None
-    persistent_keepalive: int | None = None
-    # In request order: None means replace_allowed_ips, a network means add it.
-    allowed_ips: list[Network | None] = field(default_factory=list)
-
-
-_UNSET = object()
-
-
-@dataclass
-class SetRequest:
-    private_key: object = _UNSET  # bytes, None to clear, or _UNSET
-    listen_port: int | None = None
-    fwmark: int | None = None
-    replace_peers: bool = False
-    peers: list[PeerChange] = field(default_factory=list)
-
-    @property
-    def sets_private_key(self) -> bool:
-        return self.private_key is not _UNSET
-
-
-_HEX_DIGITS = {c: int(c, 16) for c in "0123456789abcdefABCDEF"}
 _IFNAMSIZ = 16  # Linux interface names are at most 15 bytes
-
-
-def _parse_decimal(text: str, bits: int) -> int | None:
-    """strconv.ParseUint(text, 10, bits): ASCII digits only, no sign, no
-    underscores, any number of leading zeros; None if not, or too big."""
-    if not (text.isascii() and text.isdigit()):
-        return None
-    significant = text.lstrip("0")
-    # past 20 digits it exceeds 64 bits; and int() would raise past 4,300
-    if len(significant) > 20:
-        return None
-    value = int(significant or "0")
-    return value if value < 1 << bits else None
-
-
-def _parse_ipv4(text: str) -> int | None:
-    """netip's parseIPv4: four decimal fields 0-255, no leading zeros."""
-    fields = text.split(".")
-    if len(fields) != 4:
-        return None
-    value = 0
-    for part in fields:
-        if not (part.isascii() and part.isdigit()) or len(part) > 3:
-            return None
-        if len(part) > 1 and part[0] == "0":
-            return None
-        octet = int(part)
-        if octet > 255:
-            return None
-        value = value << 8 | octet
-    return value
-
-
-def _parse_ipv6(text: str) -> tuple[int, str] | None:
-    """netip's parseIPv6 (Go 1.22 and later), as (address, zone): groups of
-    one to four hex digits, one '::', an IPv4 address in the last 32 bits,
-    and a zone after the first '%' that must not be empty."""
-    s, percent, zone = text.partition("%")
-    if percent and not zone:
-        return None
-    ip = bytearray(16)
-    ellipsis = -1  # where '::' stands, in bytes
-    if s.startswith("::"):
-        ellipsis = 0
-        s = s[2:]
-        if not s:
-            return 0, zone
-    i = 0
-    while i < 16:
-        off, acc = 0, 0
-        while off < len(s):
-            digit = _HEX_DIGITS.get(s[off])
-            if digit is None:
-                break
-            if off > 3:  # a fifth digit
-                return None
-            acc = acc << 4 | digit
-            off += 1
-        if off == 0:
-            return None
-        if off < len(s) and s[off] == ".":
-            # an embedded IPv4 address: the rest of the string, in the last 4 bytes
-            if (ellipsis < 0 and i != 12) or i + 4 > 16:
-                return None
-            v4 = _parse_ipv4(s)
-            if v4 is None:
-                return None
-            ip[i : i + 4] = v4.to_bytes(4, "big")
-            s = ""
-            i += 4
-            break
-        ip[i : i + 2] = acc.to_bytes(2, "big")
-        i += 2
-        s = s[off:]
-        if not s:
-            break
-        if s[0] != ":" or len(s) == 1:
-            return None
-        s = s[1:]
-        if s[0] == ":":
-            if ellipsis >= 0:
-                return None
-            ellipsis = i
-            s = s[1:]
-            if not s:
-                break
-    if s:
-        return None
-    if i < 16:
-        if ellipsis < 0:
-            return None
-        ip = ip[:ellipsis] + bytes(16 - i) + ip[ellipsis:i]
-    elif ellipsis >= 0:
-        return None  # '::' must stand for at least one group of zeros
-    return int.from_bytes(ip, "big"), zone
-
-
-def _parse_address(text: str) -> tuple[int, int, str] | None:
-    """netip.ParseAddr as (version, address, zone): the first '.', ':' or
-    '%' decides how the rest is read."""
-    for c in text:
-        if c == ".":
-            v4 = _parse_ipv4(text)
-            return None if v4 is None else (4, v4, "")
-        if c == ":":
-            v6 = _parse_ipv6(text)
-            return None if v6 is None else (6, *v6)
-        if c == "%":
-            return None
-    return None
 
 
 def parse_prefix(text: str) -> Network:
@@ -185,7 +48,7 @@ def parse_prefix(text: str) -> Network:
     BITS in decimal without a sign or leading zeros (Go 1.22 and later).
     Host bits may be set; they are masked off, as wireguard-go's table does."""
     address_text, slash, bits_text = text.rpartition("/")
-    parsed = _parse_address(address_text) if slash else None
+    parsed = parse_addr(address_text) if slash else None
     if parsed is None:
         raise _invalid(f"invalid allowed ip: {_quoted(text)}")
     version, address, zone = parsed
@@ -193,7 +56,7 @@ def parse_prefix(text: str) -> Network:
         raise _invalid(f"invalid allowed ip (IPv6 zones are not allowed): {_quoted(text)}")
     if len(bits_text) > 1 and not "1" <= bits_text[0] <= "9":
         raise _invalid(f"invalid allowed ip (bad bits after slash): {_quoted(text)}")
-    bits = _parse_decimal(bits_text, 8)
+    bits = parse_uint(bits_text, 8)
     if bits is None or bits > (32 if version == 4 else 128):
         raise _invalid(f"invalid allowed ip (prefix length): {_quoted(text)}")
     if version == 4:
@@ -209,7 +72,7 @@ def _scope_id(zone: str) -> int | None:
             return socket.if_nametoindex(zone)
         except (OSError, ValueError):  # no such interface; a NUL in the name
             pass
-    return _parse_decimal(zone, 32)
+    return parse_uint(zone, 32)
 
 
 def parse_endpoint(text: str) -> tuple:
@@ -224,8 +87,8 @@ def parse_endpoint(text: str) -> tuple:
         if len(host) < 2 or host[-1] != "]":
             raise _invalid(f"invalid endpoint {_quoted(text)}")
         host = host[1:-1]
-    port = _parse_decimal(port_text, 16)
-    parsed = _parse_address(host)
+    port = parse_uint(port_text, 16)
+    parsed = parse_addr(host)
     if port is None or parsed is None or bracketed != (parsed[0] == 6):
         raise _invalid(f"invalid endpoint {_quoted(text)}")
     version, address, zone = parsed
@@ -253,7 +116,7 @@ def _key(value: str, what: str) -> bytes:
     """64 hex digits, either case, as hex.DecodeString takes them. from_hex
     refuses non-ASCII text too; checked here first all the same, so that a
     change there cannot let a Unicode digit through."""
-    if len(value) != 64 or not all(c in _HEX_DIGITS for c in value):
+    if len(value) != 64 or not all(c in HEX_DIGITS for c in value):
         raise _invalid(f"invalid {what}: {_quoted(value)}")
     try:
         return from_hex(value)
@@ -262,7 +125,7 @@ def _key(value: str, what: str) -> bytes:
 
 
 def _uint(value: str, bits: int, what: str) -> int:
-    number = _parse_decimal(value, bits)
+    number = parse_uint(value, bits)
     if number is None:
         raise _invalid(f"invalid {what}: {_quoted(value)}")
     return number
@@ -310,7 +173,7 @@ def parse_set(lines: list[str]) -> SetRequest:
         elif key == "preshared_key":
             peer.preshared_key = _key(value, "preshared key")
         elif key == "endpoint":
-            peer.endpoint = parse_endpoint(value)
+            peer.endpoint = Endpoint(parse_endpoint(value))
         elif key == "persistent_keepalive_interval":
             peer.persistent_keepalive = _uint(value, 16, "persistent keepalive interval")
         elif key == "replace_allowed_ips":
@@ -324,44 +187,6 @@ def parse_set(lines: list[str]) -> SetRequest:
         else:
             raise _invalid(f"invalid UAPI peer key: {_quoted(key)}")
     return request
-
-
-def apply_set(request: SetRequest, device: Device, now: float) -> None:
-    """Apply a parsed request. Every check that can fail ran in parse_set."""
-    if request.sets_private_key:
-        device.set_private_key(request.private_key, now)  # type: ignore[arg-type]
-    if request.listen_port is not None:
-        device.listen_port = request.listen_port
-    if request.fwmark is not None:
-        device.fwmark = request.fwmark
-    if request.replace_peers:
-        device.remove_all_peers()
-    for change in request.peers:
-        _apply_peer(change, device, now)
-
-
-def _apply_peer(change: PeerChange, device: Device, now: float) -> None:
-    if change.public_key == device.public_key:
-        return  # a peer with our own key is ignored, as wireguard-go does
-    existing = device.peers.get(change.public_key)
-    if change.remove:
-        device.remove_peer(change.public_key)
-        return
-    if existing is None and change.update_only:
-        return
-    peer = existing or device.add_peer(change.public_key)
-    if change.preshared_key is not None:
-        device.set_preshared_key(peer, change.preshared_key)
-    if change.endpoint is not None:
-        device.set_endpoint(peer, change.endpoint)
-    for network in change.allowed_ips:
-        if network is None:
-            device.clear_allowed_ips(peer)
-        else:
-            device.add_allowed_ip(peer, network)
-    if change.persistent_keepalive is not None:
-        device.set_persistent_keepalive(peer, change.persistent_keepalive, now)
-    device.flush_staged(peer, now)
 
 
 def format_get(device: Device) -> str:
