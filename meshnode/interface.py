@@ -51,6 +51,8 @@ DatagramHandler = Callable[[bytes, Endpoint], None]
 DatagramMatcher = Callable[[bytes], bool]
 # A consumer of the device's peer events (the mesh agent's glue).
 EventHandler = Callable[[PeerEvent], None]
+# The mesh agent's glue: (sender's public key, payload) of a coordination message.
+CoordinationHandler = Callable[[bytes, bytes], None]
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class Interface:
             self.device.trace = log.verbose
         self.datagram_handlers: list[tuple[DatagramMatcher, DatagramHandler]] = []
         self.event_handlers: list[EventHandler] = []
+        self.coordination_handler: CoordinationHandler | None = None
         self.drops: Counter[Drop] = Counter()  # the runtime's own; see stats()
         self.last_tun_error = 0
         self._endpoints: dict[tuple, Endpoint] = {}  # (address, packet info) -> Endpoint
@@ -160,6 +163,20 @@ class Interface:
             self._dispatch_other_datagrams()
         if device.events:
             self._dispatch_events()
+        if device.coordination:
+            self._dispatch_coordination()
+
+    def _dispatch_coordination(self) -> None:
+        found, self.device.coordination = self.device.coordination, []
+        handle = self.coordination_handler
+        if handle is None:
+            return
+        for sender, payload in found:
+            try:
+                handle(sender, payload)
+            except Exception as exc:
+                self.drops[Drop.HANDLER_FAILED] += 1
+                self.log.error(f"The coordination handler failed: {exc!r}")
 
     def _dispatch_other_datagrams(self) -> None:
         """Hand each datagram that is not WireGuard's to the first handler that
@@ -337,6 +354,12 @@ class Interface:
         interface's own socket, so it takes the WireGuard port's NAT mapping."""
         self.device.outbox.add(datagram, endpoint)
         self._send_and_deliver()
+
+    def send_coordination(self, packet: bytes) -> None:
+        """Send one of the mesh agent's coordination packets (an inner IP packet
+        to a peer's coordination port) through the tunnel."""
+        self.device.send_coordination(packet, self._now())
+        self._flush()
 
     def inject(self, datagram: bytes, source: Endpoint) -> None:
         """Take a datagram that arrived another way (through a relay) as if the

@@ -99,6 +99,11 @@ class Device:
         # datagrams that are not WireGuard's (STUN, probes), found inside a
         # batch: the runtime hands them to their handlers (see receive_other)
         self.other_datagrams: list[tuple[bytes, Endpoint]] = []
+        # the mesh's coordination channel (coordination.py): 0 is off; when set,
+        # UDP to this port from a peer goes to `coordination` (sender's public
+        # key, payload), never to the TUN, and the TUN cannot send to it
+        self.coordination_port = 0
+        self.coordination: list[tuple[bytes, bytes]] = []
         self._rng = rng or random.Random(os.urandom(16))
         self.outbox = Outbox()  # datagrams to send, drained by the runtime
         self.inbox = Inbox()  # inner packets to deliver, drained by the runtime
@@ -419,6 +424,14 @@ class Device:
         """Route and encrypt count packets into `outbox` (see transport.seal_batch).
         Call `settle()` once they have been sent."""
         seal_batch(self, slots, lengths, count, now)
+
+    def send_coordination(self, packet: bytes, now: float) -> None:
+        """Route and seal one of the agent's own coordination packets (the TUN
+        may not send to the coordination port; the agent may)."""
+        slot = bytearray(len(packet) + PADDING_MULTIPLE)
+        slot[: len(packet)] = packet
+        seal_batch(self, [memoryview(slot)], [len(packet)], 1, now, from_tun=False)
+        self.settle()
 
     def settle(self) -> None:
         """The per-peer bookkeeping of the batches since the last call: timers,

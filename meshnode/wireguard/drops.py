@@ -32,6 +32,8 @@ class Drop(enum.StrEnum):
     NO_ENDPOINT = "no_endpoint"
     STAGED_OVERFLOW = "staged_overflow"
     HANDSHAKE_GAVE_UP = "handshake_gave_up"
+    COORDINATION_FROM_TUN = "coordination_from_tun"  # a local process wrote to the agent's port
+    NOT_COORDINATION = "not_coordination"  # a coordination-only peer (an invite) sent other traffic
     # -- counted by the runtime (Interface, its sockets)
     UNKNOWN_DATAGRAM = "unknown_datagram"  # not WireGuard, and no handler took it
     HANDLER_FAILED = "handler_failed"  # a handler of other datagrams raised

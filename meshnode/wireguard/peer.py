@@ -15,6 +15,7 @@ from .timers import TIMER_COUNT
 class Peer:
     __slots__ = (
         "cookies",
+        "coordination_only",
         "deadlines",
         "endpoint",
         "handshake",
@@ -53,6 +54,9 @@ class Peer:
         self.tx_bytes = 0
         self.last_handshake: float | None = None  # Unix time of the last completed handshake
         self.removed = False
+        # a peer that may only speak to the mesh agent (an invite's temporary
+        # key): none of its packets reach the TUN
+        self.coordination_only = False
 
     @property
     def preshared_key(self) -> bytes:

@@ -23,6 +23,7 @@ class PeerChange:
     preshared_key: bytes | None = None
     endpoint: Endpoint | None = None
     persistent_keepalive: int | None = None
+    coordination_only: bool | None = None  # None: leave as it is (see Peer.coordination_only)
     # In request order: None means replace_allowed_ips, a network means add it.
     allowed_ips: list[Network | None] = field(default_factory=list)
 
@@ -76,6 +77,8 @@ def _apply_peer(change: PeerChange, device: Device, now: float) -> None:
             device.clear_allowed_ips(peer)
         else:
             device.add_allowed_ip(peer, network)
+    if change.coordination_only is not None:
+        peer.coordination_only = change.coordination_only
     if change.persistent_keepalive is not None:
         device.set_persistent_keepalive(peer, change.persistent_keepalive, now)
     device.flush_staged(peer, now)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from cryptography.exceptions import InvalidTag
 
 from .constants import PADDING_MULTIPLE, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
+from .coordination import coordination_payload, is_coordination
 from .drops import Drop
 
 if TYPE_CHECKING:
@@ -48,12 +49,14 @@ def padded_length(size: int, mtu: int) -> int:
 
 
 def seal_batch(dev: Device, slots: list[memoryview], lengths: list[int], count: int,
-               now: float) -> None:  # fmt: skip
+               now: float, from_tun: bool = True) -> None:  # fmt: skip
     """Encrypt inner packets into dev.outbox, or stage them while a session is missing.
 
     Each slot is a writable view holding one packet of lengths[i] bytes with at
     least 15 spare bytes after it, where the padding is written in place.
+    Packets from the TUN to the mesh's coordination port are dropped.
     """
+    guard = dev.coordination_port if from_tun else 0
     outbox = dev.outbox
     records = outbox.records
     lookup_v4 = dev.allowed_ips.lookup_v4
@@ -85,6 +88,9 @@ def seal_batch(dev: Device, slots: list[memoryview], lengths: list[int], count: 
             keypair = None
         if peer is None:
             dev.count_drop(Drop.NO_ROUTE)
+            continue
+        if guard and is_coordination(slot, size, guard):
+            dev.count_drop(Drop.COORDINATION_FROM_TUN)
             continue
         if keypair is None or keypair is not peer.keypairs.current or peer.staged:
             keypair = peer.keypairs.current
@@ -181,6 +187,8 @@ def open_batch(dev: Device, view: memoryview, total: int, segment: int, source: 
     stats: list[int] = [0, 0]
     unconfirmed = False  # the session is the responder's `next`, still to be confirmed
     last_source = -1
+    intercept = dev.coordination_port
+    coordination = dev.coordination
     offset = 0
     while offset < total:
         start = offset
@@ -268,6 +276,14 @@ def open_batch(dev: Device, view: memoryview, total: int, segment: int, source: 
         else:
             dev.count_drop(Drop.INNER_MALFORMED)
             continue
+        if intercept:
+            payload = coordination_payload(buffer, used, inner, intercept)
+            if payload is not None:
+                coordination.append((peer.public_key, payload))  # type: ignore[union-attr]
+                continue
+            if peer.coordination_only:  # type: ignore[union-attr]
+                dev.count_drop(Drop.NOT_COORDINATION)
+                continue
         records.append((used, inner))
         used += length
     inbox.used = used
