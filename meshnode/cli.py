@@ -15,6 +15,7 @@ from typing import NamedTuple, TextIO
 
 from . import __version__
 from .node import command as node_command
+from .node import meshcli
 from .wgtool import commands as wgtool
 from .wireguard.keys import (
     BASE64_LEN,
@@ -147,6 +148,16 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "down": Subcommand(node_command.down_main, "Takes the running node and its interfaces down"),
     "reload": Subcommand(node_command.reload_main, "Applies the node's changed configuration"),
     "stats": Subcommand(node_command.stats_main, "Prints the running node's counters as JSON"),
+    # meshes (meshnode.node.meshcli)
+    "init": Subcommand(meshcli.init_main, "Creates a mesh, with this node as its admin"),
+    "invite": Subcommand(meshcli.invite_main, "Prints a one-time invite to a mesh"),
+    "invites": Subcommand(meshcli.invites_main, "Lists a mesh's pending invites"),
+    "join": Subcommand(meshcli.join_main, "Joins a mesh with an invite"),
+    "status": Subcommand(meshcli.status_main, "Shows each mesh member and how it is reached"),
+    "members": Subcommand(meshcli.members_main, "Lists a mesh's members"),
+    "revoke": Subcommand(meshcli.revoke_main, "Revokes a member from a mesh (admin)"),
+    "leave": Subcommand(meshcli.leave_main, "Leaves a mesh and takes its interface down"),
+    "log": Subcommand(meshcli.log_main, "Shows a mesh's membership changes"),
 }
 
 

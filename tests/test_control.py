@@ -38,8 +38,16 @@ MALFORMED = {
 
 
 def test_parse_request() -> None:
-    assert control.parse_request(b'{"command": "status"}') == "status"
-    assert control.parse_request(b'{"command": "x", "other": [1]}') == "x"
+    command, args = control.parse_request(b'{"command": "status"}')
+    assert (command, args.values) == ("status", {})
+    command, args = control.parse_request(b'{"command": "x", "args": {"n": 1, "s": "t"}}')
+    assert (command, args.integer("n"), args.string("s")) == ("x", 1, "t")
+    assert args.string("z", "d") == "d"
+    for bad in ({"n": True}, {"n": "1"}, {"n": [1]}):
+        with pytest.raises(control.BadRequest, match='"n" must be an integer'):
+            control.Args(bad).integer("n")
+    with pytest.raises(control.BadRequest, match='"args" must be an object'):
+        control.parse_request(b'{"command": "x", "args": [1]}')
     for line in MALFORMED.values():
         with pytest.raises(control.BadRequest):
             control.parse_request(line.rstrip(b"\n"))
@@ -72,7 +80,7 @@ async def ask(path: Path, data: bytes) -> bytes:
 async def test_malformed_requests_get_errors_and_the_server_goes_on(tmp_path: Path) -> None:
     commands: list[str] = []
 
-    async def handle(command: str) -> dict[str, Any]:
+    async def handle(command: str, args: control.Args) -> dict[str, Any]:
         commands.append(command)
         if command == "explode":
             raise RuntimeError("a bug in a command")

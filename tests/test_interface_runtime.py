@@ -16,32 +16,15 @@ from memnet import ip_packet
 
 from meshnode.interface import Interface, Offloads
 from meshnode.log import ERROR, Logger
+from meshnode.net.tun import DetachedTun
 from meshnode.wireguard import keys
 from meshnode.wireguard.drops import Drop
 from meshnode.wireguard.endpoint import Endpoint
 from meshnode.wireguard.events import HandshakeCompleted, PeerEvent
 
 
-class SocketTun:
-    """What Interface needs of a Tun, backed by one end of a SEQPACKET pair;
-    the test reads and writes inner packets at the other end."""
-
-    def __init__(self, name: str) -> None:
-        self.inside, self.outside = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.inside.setblocking(False)
-        self.name = name
-        self.vnet_hdr = False
-
-    def fileno(self) -> int:
-        return self.inside.fileno()
-
-    def close(self) -> None:
-        self.inside.close()
-        self.outside.close()
-
-
-def make_interface(name: str) -> tuple[Interface, SocketTun, bytes]:
-    tun = SocketTun(name)
+def make_interface(name: str) -> tuple[Interface, DetachedTun, bytes]:
+    tun = DetachedTun(name)
     offloads = Offloads(gso=False, gro=False, tun_vnet=False)
     interface = Interface(tun, Logger(name, ERROR, io.StringIO()),  # type: ignore[arg-type]
                           offloads=offloads, watch_link=False)  # fmt: skip
@@ -58,7 +41,7 @@ def link(a: Interface, b: Interface, b_key: bytes, b_inner: str) -> None:
     ])  # fmt: skip
 
 
-async def receive_packet(tun: SocketTun) -> bytes:
+async def receive_packet(tun: DetachedTun) -> bytes:
     sock = trio.socket.from_stdlib_socket(tun.outside.dup())
     with sock:
         return await sock.recv(65536)

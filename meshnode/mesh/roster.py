@@ -165,6 +165,21 @@ class Roster:
         self._bucket_hashes[index] = None
         self._digest = None
 
+    def copy(self) -> Roster:
+        """An independent roster holding the same blobs (the immutable ones are shared).
+
+        Cheap: nothing is verified or decoded again. Simulations of large
+        meshes give every node its own copy of one roster this way.
+        """
+        other = Roster(self.mesh_id, self.authority)
+        other._records = dict(self._records)
+        other._tombstones = dict(self._tombstones)
+        other._owners = dict(self._owners)
+        other._buckets = [set(bucket) for bucket in self._buckets]
+        other._bucket_hashes = list(self._bucket_hashes)
+        other._digest = self._digest
+        return other
+
     # ------------------------------------------------------------ queries
 
     def members(self) -> list[MemberRecord]:

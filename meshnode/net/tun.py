@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import struct
 
 TUNSETIFF = 0x400454CA
@@ -55,3 +56,23 @@ class Tun:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class DetachedTun:
+    """What the runtime needs of a Tun, with no kernel interface behind it: one
+    end of a socket pair. For an interface that only speaks the coordination
+    channel (joining a mesh), and for tests that run without root."""
+
+    def __init__(self, name: str) -> None:
+        self.inside, self.outside = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.inside.setblocking(False)
+        self.outside.setblocking(False)
+        self.name = name
+        self.vnet_hdr = False
+
+    def fileno(self) -> int:
+        return self.inside.fileno()
+
+    def close(self) -> None:
+        self.inside.close()
+        self.outside.close()

@@ -48,12 +48,17 @@ def up_main(argv: list[str]) -> int:
     if len(args) > 1 or any(a.startswith("-") for a in args):
         sys.stderr.write(USAGE_UP)
         return 1
-    path = _config_path(args[0] if args else DEFAULT_CONFIG)
-    _warn_if_world_accessible(path)
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        return _error(str(exc))
+    path = _config_path(args[0] if args else os.environ.get("MESHNODE_CONFIG", DEFAULT_CONFIG))
+    if not args and not os.path.exists(path):
+        # a machine that only ever ran `meshnode join`: its meshes, no static interfaces
+        config = NodeConfig(path="", interfaces=[])
+        config.state_dir = os.environ.get("MESHNODE_STATE_DIR") or config.state_dir
+    else:
+        _warn_if_world_accessible(path)
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            return _error(str(exc))
     level = LEVELS.get(os.environ.get("LOG_LEVEL", "").lower(), config.log_level)
     try:
         _make_state_dir(config.state_dir)

@@ -1,7 +1,8 @@
 """The node's control socket: MESHNODE_RUN_DIR/control.sock (default /run/meshnode).
 
-One JSON object a line each way: {"command": "reload" | "down" | "status"}
-in, {"ok": true, ...} or {"ok": false, "error": "..."} out. Root only (0600).
+One JSON object a line each way: {"command": "reload" | "down" | "status" |
+..., "args": {...}} in (args optional, per command), {"ok": true, ...} or
+{"ok": false, "error": "..."} out. Root only (0600).
 
 Nothing a client sends can end the node: a request that is too long, not
 UTF-8, not JSON, too deeply nested, not an object, or without a string
@@ -30,7 +31,45 @@ _MAX_REQUEST = 1 << 16  # bytes in the request line, newline included
 _READ_TIMEOUT = 10  # s for the whole request line
 _INTERNAL_ERROR = b'{"ok": false, "error": "internal error"}\n'
 
-Handler = Callable[[str], Awaitable[dict[str, Any]]]
+
+
+class BadRequest(Exception):
+    """A request line the node cannot take; the message goes back to the client."""
+
+
+class Args:
+    """A request's arguments, each taken with its type checked: a wrong or
+    missing one is a BadRequest that names it, never a crash."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    def _get(self, name: str, kind: type, what: str, default: Any) -> Any:
+        if name not in self.values:
+            return default
+        value = self.values[name]
+        # bool is an int to Python, not to a client that sent true for a number
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise BadRequest(f'bad request: "{name}" must be {what}')
+        return value
+
+    def string(self, name: str, default: str | None = None) -> str | None:
+        return self._get(name, str, "a string", default)
+
+    def integer(self, name: str, default: int | None = None) -> int | None:
+        return self._get(name, int, "an integer", default)
+
+    def flag(self, name: str) -> bool:
+        return self._get(name, bool, "true or false", False)
+
+    def strings(self, name: str) -> list[str]:
+        values = self._get(name, list, "a list of strings", [])
+        if not all(isinstance(v, str) for v in values):
+            raise BadRequest(f'bad request: "{name}" must be a list of strings')
+        return values
+
+
+Handler = Callable[[str, Args], Awaitable[dict[str, Any]]]
 
 
 def run_dir() -> Path:
@@ -47,12 +86,8 @@ def listen() -> socket.socket:
     return listen_unix(path, f"a node is already running (control socket {path})")
 
 
-class BadRequest(Exception):
-    """A request line the node cannot take; the message goes back to the client."""
-
-
-def parse_request(line: bytes) -> str:
-    """The command of a request line (without its newline), or BadRequest."""
+def parse_request(line: bytes) -> tuple[str, Args]:
+    """The command and arguments of a request line (without its newline), or BadRequest."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
@@ -66,7 +101,10 @@ def parse_request(line: bytes) -> str:
     command = request.get("command")
     if not isinstance(command, str):
         raise BadRequest('bad request: "command" must be a string')
-    return command
+    args = request.get("args", {})
+    if not isinstance(args, dict):
+        raise BadRequest('bad request: "args" must be an object')
+    return command, Args(args)
 
 
 async def serve(listener: socket.socket, handle: Handler, log: Logger | None = None) -> None:
@@ -98,8 +136,8 @@ async def _read_line(stream: trio.SocketStream) -> bytes:
 async def _answer(stream: trio.SocketStream, handle: Handler, log: Logger) -> None:
     async with stream:
         try:
-            command = parse_request(await _read_line(stream))
-            reply: dict[str, Any] = await handle(command)
+            command, args = parse_request(await _read_line(stream))
+            reply: dict[str, Any] = await handle(command, args)
             answer = json.dumps(reply).encode() + b"\n"
         except BadRequest as exc:
             answer = json.dumps({"ok": False, "error": str(exc)}).encode() + b"\n"
@@ -117,7 +155,7 @@ async def _answer(stream: trio.SocketStream, handle: Handler, log: Logger) -> No
             await stream.send_all(answer)
 
 
-def request(command: str, timeout: float = 120.0) -> dict[str, Any]:
+def request(command: str, timeout: float = 120.0, **args: Any) -> dict[str, Any]:
     """Send one command to the running node and return its answer (blocking).
 
     OSError if no node runs here; the node answers "down" before it has
@@ -125,7 +163,8 @@ def request(command: str, timeout: float = 120.0) -> dict[str, Any]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(str(socket_path()))
-        sock.sendall(json.dumps({"command": command}).encode() + b"\n")
+        message = {"command": command, "args": args} if args else {"command": command}
+        sock.sendall(json.dumps(message).encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):
             chunk = sock.recv(65536)

@@ -12,22 +12,31 @@ keep their sessions, interfaces whose network settings changed are set up
 again, removed ones go down, new ones come up. A file that does not load
 changes nothing; a step that fails undoes the steps of that reload before
 it, so the node goes on with its old configuration.
+
+Meshes (meshnode/mesh) are hosted beside the static interfaces: every mesh
+kept in the state directory comes up after them (a mesh that cannot come up
+is logged and left out, since no configuration file names it), each with its
+interface and agent in a MeshHost. A reload never touches them.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
 import trio
 
-from ..config import ConfigError, InterfaceConfig, NodeConfig, load_config
+from ..config import DEFAULT_CONFIG, ConfigError, InterfaceConfig, NodeConfig, load_config
 from ..log import Logger
 from . import control
-from .hosted import HostedInterface, NeedsRestart
+from .hosted import BringUpError, HostedInterface, NeedsRestart
+from .meshcommands import MeshCommands
+from .meshhost import MeshHost
+from .meshstore import MeshStore, StoreError
 
 Undo = Callable[[], Awaitable[None]]
 
@@ -42,6 +51,9 @@ class Node:
         self.log_level = log_level
         self.log = Logger("node", log_level)
         self.hosted: dict[str, HostedInterface] = {}
+        self.store = MeshStore(config.state_dir)
+        self.meshes: dict[str, MeshHost] = {}
+        self._mesh_commands = MeshCommands(self)
         self._nursery: trio.Nursery | None = None
         self._reload_lock = trio.Lock()
         self._down = trio.Event()
@@ -66,6 +78,11 @@ class Node:
                 with self._startup:
                     for config in self.config.interfaces:
                         await self._start(config)
+                    for name in self.store.names():
+                        try:
+                            await self.start_mesh(name)
+                        except (StoreError, BringUpError, ValueError) as exc:
+                            self.log.error(f"Mesh {name} cannot come up: {exc}")
                 if self._startup.cancelled_caught:
                     return False
                 nursery.start_soon(control.serve, listener, self._command, self.log)
@@ -88,6 +105,29 @@ class Node:
         async with trio.open_nursery() as nursery:
             for hosted in list(self.hosted.values()):
                 nursery.start_soon(hosted.stop)
+            for mesh in list(self.meshes.values()):
+                nursery.start_soon(mesh.stop)
+
+    async def start_mesh(self, name: str) -> MeshHost:
+        """Bring up a mesh kept in the state directory (StoreError, BringUpError)."""
+        assert self._nursery is not None
+        stored = self.store.load(name, time.time())
+        host = MeshHost(self.store, stored, self.log_level)
+        await self._nursery.start(self._host_mesh, host)
+        self.meshes[name] = host
+        return host
+
+    async def stop_mesh(self, name: str) -> None:
+        host = self.meshes.get(name)
+        if host is not None:
+            await host.stop()
+
+    async def _host_mesh(self, host: MeshHost, *, task_status: trio.TaskStatus[None]) -> None:
+        try:
+            await host.run(task_status=task_status)
+        finally:
+            if self.meshes.get(host.name) is host:
+                del self.meshes[host.name]
 
     async def _start(self, config: InterfaceConfig) -> None:
         assert self._nursery is not None
@@ -117,7 +157,7 @@ class Node:
         except ReloadError as exc:
             self.log.error(f"Reload failed, still running the old configuration: {exc}")
 
-    async def _command(self, command: str) -> dict[str, Any]:
+    async def _command(self, command: str, args: control.Args) -> dict[str, Any]:
         if command == "down":
             self.down()
             return {"ok": True}
@@ -129,12 +169,18 @@ class Node:
             return {"ok": True, "interfaces": sorted(self.hosted)}
         if command == "status":
             return {"ok": True, "pid": os.getpid(), "config": self.config.path,
-                    "interfaces": sorted(self.hosted)}  # fmt: skip
+                    "interfaces": sorted(self.hosted), "meshes": sorted(self.meshes),
+                    "state_dir": self.config.state_dir}  # fmt: skip
         if command == "stats":
+            hosted_all = [*self.hosted.values(), *(m.hosted for m in self.meshes.values())]
             return {"ok": True, "interfaces": {
-                name: hosted.interface.stats()
-                for name, hosted in sorted(self.hosted.items()) if hosted.interface is not None
+                hosted.name: hosted.interface.stats()
+                for hosted in sorted(hosted_all, key=lambda h: h.name)
+                if hosted.interface is not None
             }}  # fmt: skip
+        reply = await self._mesh_commands.handle(command, args)
+        if reply is not None:
+            return reply
         return {"ok": False, "error": f"unknown command {command!r}"}
 
     # ------------------------------------------------------------ reload
@@ -145,6 +191,9 @@ class Node:
             if self._down.is_set():
                 raise ReloadError("the node is going down")
             try:
+                if not self.config.path:
+                    raise ReloadError("this node runs its meshes only, without a "
+                                      f"configuration file (create {DEFAULT_CONFIG})")  # fmt: skip
                 new = await trio.to_thread.run_sync(load_config, self.config.path)
                 await self._apply(new)
             except ConfigError as exc:

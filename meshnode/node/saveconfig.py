@@ -4,12 +4,10 @@ and readable by root only."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 from ..config import InterfaceConfig
 from ..wgtool.show import showconf
 from ..wgtool.uapi_client import parse_get_text
+from .statefiles import write_atomic
 
 
 def render(config: InterfaceConfig, uapi_get_reply: str) -> str:
@@ -34,18 +32,4 @@ def render(config: InterfaceConfig, uapi_get_reply: str) -> str:
 
 
 def save(config: InterfaceConfig, uapi_get_reply: str) -> None:
-    text = render(config, uapi_get_reply)
-    temporary = f"{config.path}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(temporary)  # a stale one could have any mode; ours is new and 0600
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, config.path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    write_atomic(config.path, render(config, uapi_get_reply).encode())

@@ -1,0 +1,306 @@
+"""How this node reaches every other member: published candidates and per-peer paths.
+
+The agent's part that owns `directory` (what each member published) and
+`paths` (what this node tried and what worked), and speaks PEERS_REQUEST
+and PEERS:
+
+- each member publishes its own candidates in every HELLO; news of changed
+  candidates (a first-hand HELLO, or a PEERS entry with a higher version) is
+  spread as a rumour (PEERS with `spread`) that every receiver forwards once;
+- members whose candidates this node lacks, or whose candidates all failed,
+  are asked about (PEERS_REQUEST, at most MAX_KEYS per round) from the
+  member it syncs with or the round's HELLO target;
+- a member's device endpoint is its path's endpoint, else its first
+  candidate (same-subnet ones first); a path object exists only for members
+  this node talked to or heard of in device events, so a large mesh costs
+  little for members it never talks to.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from meshnode.wireguard.endpoint import Endpoint
+from meshnode.wireguard.events import (
+    EndpointChanged,
+    HandshakeCompleted,
+    HandshakeGaveUp,
+    KeysZeroed,
+    PeerEvent,
+)
+
+from . import events as ev
+from .directory import Directory
+from .gossip import Membership
+from .messages import (
+    MAX_KEYS,
+    Candidate,
+    Hello,
+    Message,
+    PeerEntry,
+    Peers,
+    PeersRequest,
+    chunk_keys,
+    chunk_peers,
+    fit_candidates,
+)
+from .paths import LocalNetworks, Path, PathUpdate
+from .peerconfig import ConfigurePeer, PeerChange, member_networks
+from .roster import Roster
+
+BULK_KEYS = 1024  # asked at once after a sync (a new member asks about everyone)
+
+
+class ReachHost(Protocol):
+    roster: Roster
+    members: Membership
+    public_key: bytes
+
+    def send(self, key: bytes, message: Message, now: float) -> None: ...
+    def configure(self, change: PeerChange) -> None: ...
+    def emit(self, event: ev.MeshEvent) -> None: ...
+
+
+def hostport(endpoint: Endpoint | None) -> tuple[str, int] | None:
+    return None if endpoint is None else (endpoint.sockaddr[0], endpoint.sockaddr[1])
+
+
+class Reach:
+    def __init__(
+        self,
+        host: ReachHost,
+        directory: Directory,
+        candidates: tuple[Candidate, ...],
+        seq: int,
+        rng: random.Random,
+        *,
+        keepalive: int,
+        retry: float,
+        fanout: int,
+    ) -> None:
+        self.host = host
+        self.directory = directory
+        self.candidates, self.seq = candidates, seq
+        self.local = LocalNetworks.of(candidates)
+        self.rng = rng
+        self.keepalive, self.retry, self.fanout = keepalive, retry, fanout
+        self.paths: dict[bytes, Path] = {}
+        self._deadlines: dict[bytes, float] = {}
+        self._asked: dict[bytes, float] = {}
+        self._refresh: set[bytes] = set()
+        self._missing: set[bytes] = set()  # live members without published candidates
+        self._due: float | None = None
+        self._source: bytes | None = None
+        self._announce_at: float | None = None
+        self._announced = False
+
+    # ------------------------------------------------------------ configuration
+
+    def configure(self, key: bytes, now: float) -> None:
+        """Queue the member's whole peer configuration (after any change to it)."""
+        record = self.host.roster.member(key)
+        assert record is not None
+        if not self._known(key):
+            self._missing.add(key)
+        path = self.paths.get(key)
+        if path is not None:
+            endpoint = path.endpoint
+        else:
+            ordered = self._ordered(key)
+            endpoint = ordered[0] if ordered else None
+        keepalive = self.keepalive if "rendezvous" in record.roles else 0
+        self.host.configure(ConfigurePeer(key, member_networks(record), endpoint, keepalive))
+
+    def _known(self, key: bytes) -> bool:
+        info = self.directory.get(key)
+        return info is not None and bool(info.candidates)
+
+    def _ordered(self, key: bytes) -> tuple[Candidate, ...]:
+        info = self.directory.get(key)
+        return self.local.order(info.candidates) if info else ()
+
+    def _path_op(self, key: bytes, now: float, op: Callable[[Path], PathUpdate | None]) -> None:
+        path = self.paths.get(key)
+        if path is None:
+            path = self.paths[key] = Path(self._ordered(key), now)
+        update = op(path)
+        deadline = path.deadline()
+        if deadline is None:
+            self._deadlines.pop(key, None)
+        else:
+            self._deadlines[key] = deadline
+        if update is None:
+            return
+        if update.endpoint is not None:
+            self.configure(key, now)
+        record = self.host.roster.member(key)
+        name = record.name if record else "?"
+        if update.reachable is True:
+            self.host.emit(ev.PeerReachable(now, name, key, path.endpoint, path.label))
+        elif update.reachable is False:
+            self.host.emit(ev.PeerUnreachable(now, name, key))
+        if update.exhausted:  # everything it published failed: ask for fresher news
+            self._refresh.add(key)
+            self._due = self._due if self._due is not None else now + 0.5
+
+    def forget(self, key: bytes) -> None:
+        for table in (self.paths, self._deadlines, self._asked):
+            table.pop(key, None)
+        self._refresh.discard(key)
+        self._missing.discard(key)
+        self.directory.forget(key)
+
+    # ------------------------------------------------------------ inputs
+
+    def note_send(self, key: bytes, now: float) -> None:
+        self._path_op(key, now, lambda p: p.note_send(now))
+
+    def on_device_event(self, event: PeerEvent, now: float) -> None:
+        key = event.public_key
+        if isinstance(event, HandshakeCompleted):
+            endpoint = hostport(event.endpoint)
+            self._path_op(key, now, lambda p: p.on_handshake(endpoint, self.local, now))
+        elif isinstance(event, EndpointChanged):
+            new = hostport(event.new)
+            assert new is not None
+            self._path_op(key, now, lambda p: p.on_roamed(new, self.local, now))
+        elif isinstance(event, HandshakeGaveUp):
+            self._path_op(key, now, lambda p: p.on_gave_up(now))
+        elif isinstance(event, KeysZeroed) and key in self.paths:
+            self.paths[key].on_keys_zeroed()
+
+    def set_local(self, candidates: Sequence[Candidate], now: float, active: bool) -> None:
+        fitted = fit_candidates(candidates)
+        if fitted == self.candidates:
+            return
+        self.candidates, self.seq = fitted, max(self.seq + 1, int(now))
+        self.local = LocalNetworks.of(fitted)
+        if active:
+            self.announce(now)
+
+    def announce(self, now: float) -> None:
+        """Tell the rendezvous members this node's candidates, and start a rumour."""
+        rendezvous = self.host.members.rendezvous()
+        for key in rendezvous:
+            self.host.send(key, Peers(True, (self.own_entry(),)), now)
+        self._spread([self.own_entry()], now, exclude=rendezvous)
+
+    def entries(self, keys: Sequence[bytes], now: float) -> list[PeerEntry]:
+        """What this node knows of these members' candidates (for rumours' company)."""
+        found = (self.directory.entry(key, now) for key in keys)
+        return [e for e in found if e is not None and e.candidates]
+
+    def own_entry(self) -> PeerEntry:
+        return PeerEntry(self.host.public_key, self.seq, self.candidates, 0)
+
+    def _changed(self, key: bytes, now: float) -> None:
+        if self._known(key):
+            self._missing.discard(key)
+        if not self.host.members.is_live(key):
+            return
+        if key in self.paths:
+            ordered = self._ordered(key)
+            self._path_op(key, now, lambda p: p.set_candidates(ordered, now))
+        else:
+            self.configure(key, now)
+
+    def on_hello(self, sender: bytes, hello: Hello, now: float) -> None:
+        if self.directory.heard_directly(sender, hello.seq, hello.candidates, now):
+            self._changed(sender, now)
+            entry = self.directory.entry(sender, now)
+            assert entry is not None
+            self._spread([entry], now, exclude=(sender,))
+
+    def on_peers_request(self, sender: bytes, message: PeersRequest, now: float) -> None:
+        entries = []
+        for key in message.keys:
+            if key == self.host.public_key:
+                entries.append(self.own_entry())
+            elif (entry := self.directory.entry(key, now)) is not None:
+                entries.append(entry)
+        for peers in chunk_peers(entries, spread=False):
+            self.host.send(sender, peers, now)
+
+    def on_peers(self, sender: bytes, message: Peers, now: float) -> None:
+        news = []
+        for entry in message.entries:
+            if not self.host.members.is_live(entry.public_key):
+                continue  # this node itself, or not a member
+            if self.directory.merge(entry, now):
+                news.append(entry)
+                self._changed(entry.public_key, now)
+        if message.spread and news:  # a rumour of new candidates: forward it once
+            self._spread(news, now, exclude=(sender,))
+
+    def _spread(self, entries: list[PeerEntry], now: float, exclude: Sequence[bytes]) -> None:
+        skip = [*exclude, *(e.public_key for e in entries)]
+        picks = self.host.members.sample(self.rng, 3 * self.fanout, skip)
+        targets = [key for key in picks if self.can_reach(key)][: self.fanout]
+        for peers in chunk_peers(entries, spread=True):
+            for key in targets:
+                self.host.send(key, peers, now)
+
+    # ------------------------------------------------------------ asking for candidates
+
+    def can_reach(self, key: bytes) -> bool:
+        path = self.paths.get(key)
+        return (path is not None and path.endpoint is not None) or key in self.directory
+
+    def synced_from(self, key: bytes, now: float) -> None:
+        """Records arrived from `key`: ask it soon about new members without candidates,
+        and after the first sync since start (a new member's first), announce this
+        node's candidates to the members it now knows."""
+        if self._missing:
+            self._source = key
+            self._due = self._due if self._due is not None else now + 0.5
+        if not self._announced and self._announce_at is None:
+            self._announce_at = now + 1.0
+
+    def ask(self, target: bytes, now: float, limit: int = MAX_KEYS) -> None:
+        """PEERS_REQUEST for members whose candidates this node lacks (or saw fail)."""
+        members = self.host.members
+        keys = [k for k in sorted(self._refresh) if k != target and members.is_live(k)]
+        self._refresh.clear()
+        for key in sorted(self._missing):
+            if len(keys) >= limit:
+                break
+            if self._known(key) or not members.is_live(key):
+                self._missing.discard(key)
+            elif key != target and now - self._asked.get(key, -self.retry) >= self.retry:
+                keys.append(key)
+        for key in keys:
+            self._asked[key] = now
+        for request in chunk_keys(PeersRequest, keys[:limit]):
+            self.host.send(target, request, now)
+
+    def missing(self) -> bool:
+        return bool(self._missing)
+
+    def want_soon(self, now: float) -> None:
+        self._due = self._due if self._due is not None else now + 1.0
+
+    # ------------------------------------------------------------ timers
+
+    def deadline(self) -> float | None:
+        times = list(self._deadlines.values())
+        for due in (self._due, self._announce_at):
+            if due is not None:
+                times.append(due)
+        return min(times, default=None)
+
+    def on_timer(self, now: float, fallback: Callable[[], bytes | None]) -> None:
+        for key, due in list(self._deadlines.items()):
+            if due <= now and key in self.paths:
+                self._path_op(key, now, lambda p: p.on_timer(now))
+        if self._due is not None and self._due <= now:
+            self._due = None
+            source, self._source = self._source, None
+            if source is None or not self.host.members.is_live(source):
+                source = fallback()
+            if source is not None:
+                self.ask(source, now, BULK_KEYS)
+        if self._announce_at is not None and self._announce_at <= now:
+            self._announce_at, self._announced = None, True
+            self.announce(now)

@@ -1,0 +1,192 @@
+"""The mesh as users run it: `meshnode init`, `invite`, `join`, `status`,
+`revoke`, restarts, on real nodes in namespaces on one bridge (no NAT yet),
+with real TUNs, real WireGuard between them and pings across."""
+
+from __future__ import annotations
+
+import time
+
+import netns
+import pytest
+from meshlab import MeshNode, mesh_nodes, overlay
+from netns import Lab, wait_for
+
+netns_lab = netns.netns_lab
+
+
+def found_mesh(lab: Lab, count: int, mesh: str = "lab") -> list[MeshNode]:
+    """count machines; the first inits the mesh, the others join with invites."""
+    nodes = [node.start() for node in mesh_nodes(lab, count)]
+    admin = nodes[0]
+    admin.cli("init", mesh, "--member", "n1")
+    for node in nodes[1:]:
+        invite = admin.invite(mesh, "--name", f"n{node.host}")
+        node.cli("join", invite)
+    return nodes
+
+
+def all_know_each_other(nodes: list[MeshNode], mesh: str = "lab") -> bool:
+    names = {f"n{node.host}" for node in nodes}
+    return all(set(node.members(mesh)) == names - {f"n{node.host}"} for node in nodes)
+
+
+def test_three_machines_form_a_mesh_and_reach_each_other(netns_lab: Lab) -> None:
+    nodes = found_mesh(netns_lab, 3)
+    wait_for(lambda: all_know_each_other(nodes), 15, "every member to know every other")
+    for node in nodes:
+        for other in nodes:
+            if other is node:
+                continue
+            for v6 in (False, True):
+                target = overlay(other, v6=v6)
+                assert node.reaches(target, within=10), f"n{node.host} -> {target}"
+    # every pair is direct, over the shared LAN
+    for node in nodes:
+        members = node.members()
+        assert {m["path"] for m in members.values()} == {"lan"}, members
+    # the admin's log says who joined with which invite
+    _, log = nodes[0].cli("log")
+    assert "n2" in log and "n3" in log and "joined with invite" in log, log
+
+
+def test_a_killed_node_comes_back_with_its_identity_and_without_the_admin(netns_lab: Lab) -> None:
+    a, b, c = found_mesh(netns_lab, 3)
+    wait_for(lambda: all_know_each_other([a, b, c]), 15, "every member to know every other")
+    b_address = overlay(b)
+    b.kill9()
+    b.start()
+    assert overlay(b) == b_address  # same identity and addresses, no new invite
+    assert a.reaches(b_address, within=20)
+    # the admin goes away; the other two restart and still reach each other
+    a.kill9()
+    c.kill9()
+    c.start()
+    assert c.reaches(b_address, within=20)
+    assert b.reaches(overlay(c), within=20)
+
+
+def test_a_revoked_member_is_dropped_everywhere_and_cannot_come_back(netns_lab: Lab) -> None:
+    a, b, c = found_mesh(netns_lab, 3)
+    wait_for(lambda: all_know_each_other([a, b, c]), 15, "every member to know every other")
+    c_address = overlay(c)
+    assert b.reaches(c_address, within=10)
+    started = time.monotonic()
+    a.cli("revoke", "n3")
+    wait_for(lambda: "n3" not in a.members() and "n3" not in b.members(), 10,
+             "the revocation to reach every member")  # fmt: skip
+    assert time.monotonic() - started < 10
+    assert not c.ping(overlay(a), count=2) and not c.ping(overlay(b), count=2)
+    # c cannot come back: a rejoin with its old identity after a restart is refused
+    c.kill9()
+    c.start()
+    assert not c.ping(overlay(b), count=2)
+    _, log = b.cli("log")
+    assert "n3" in log and "revoked" in log, log
+
+
+def test_a_member_offline_learns_what_changed_when_it_comes_back(netns_lab: Lab) -> None:
+    nodes = [node.start() for node in mesh_nodes(netns_lab, 4)]
+    a, b, c, d = nodes
+    a.cli("init", "lab", "--member", "n1")
+    for node in (b, c):
+        node.cli("join", a.invite("--name", f"n{node.host}"))
+    wait_for(lambda: all_know_each_other([a, b, c]), 15, "every member to know every other")
+    b.kill9()
+    d.cli("join", a.invite("--name", "n4"))
+    a.cli("revoke", "n3")
+    b.start()
+    wait_for(lambda: set(b.members()) == {"n1", "n4"}, 10, "b to learn of d and of c's revocation")
+    assert b.reaches(overlay(d), within=10)
+
+
+@pytest.mark.parametrize("case", ["reused", "mistyped", "forged", "revoked", "expired"])
+def test_a_bad_invite_is_refused_with_its_own_message(netns_lab: Lab, case: str) -> None:
+    a, b, c = [node.start() for node in mesh_nodes(netns_lab, 3)]
+    a.cli("init", "lab", "--member", "n1")
+    invite = a.invite("--name", "n2", "--ttl", "2s" if case == "expired" else "1h")
+    expected = {
+        "reused": "already used",
+        "mistyped": "mistyped",
+        "forged": "forged",
+        "revoked": "revoked",
+        "expired": "expired",
+    }[case]
+    if case == "reused":
+        b.cli("join", invite)
+    elif case == "mistyped":
+        position = len(invite) // 2
+        flipped = "a" if invite[position] != "a" else "b"
+        invite = invite[:position] + flipped + invite[position + 1 :]
+    elif case == "forged":
+        invite = forge(invite)
+    elif case == "revoked":
+        _, listing = a.cli("invites")
+        invite_id = listing.split()[0]
+        a.cli("invite", "--revoke", invite_id)
+    else:
+        time.sleep(2.5)
+    rc, out = c.cli("join", invite, "--name", "n3", "--timeout", "10", check=False)
+    assert rc != 0 and expected in out, out
+    # nothing changed: c is in no mesh, a has the members it had
+    assert c.status() == [] or all(entry["mesh_name"] != "lab" for entry in c.status())
+    assert set(a.members()) <= {"n2"}
+
+
+def forge(text: str) -> str:
+    """The invite with a changed endpoint and a correct checksum: only the
+    authority's signature can tell."""
+    from meshnode.mesh.bootstrap import BootstrapPeer
+    from meshnode.mesh.invite import Invite, format_invite, parse_invite
+
+    invite = parse_invite(text, time.time())
+    peer = invite.bootstrap[0]
+    moved = BootstrapPeer(peer.public_key, peer.overlay, (("192.168.80.99", 51820),))
+    forged = Invite.from_body(
+        Invite(invite.mesh_id, invite.mesh_name, invite.authority, (moved,), invite.secret,
+               invite.expires, invite.member_name, invite.signature).body(),
+        invite.signature,
+    )  # fmt: skip
+    return format_invite(forged)
+
+
+def test_one_node_in_two_meshes_beside_a_static_interface(netns_lab: Lab) -> None:
+    """x creates mesh one, y creates mesh two and x joins it; x also has a
+    classic tunnel to wireguard-go from its configuration file."""
+    from nodelab import new_key, write_private
+    from test_node import wireguard_go
+
+    x, y, g = mesh_nodes(netns_lab, 3)
+    static_if = netns_lab.ifname("s")
+    x_private, x_public = new_key()
+    _, go_public = wireguard_go(netns_lab, g.ns, 51820, "10.93.0.2/24", x_public,
+                                "10.93.0.1/32", f"{x.underlay}:51830")  # fmt: skip
+    key_file = write_private(x.root / "static.key", x_private + "\n")
+    (x.root / "no-config.toml").write_text(f"""
+[[interface]]
+name = "{static_if}"
+private_key_file = "{key_file}"
+listen_port = 51830
+address = "10.93.0.1/24"
+
+[[interface.peer]]
+public_key = "{go_public}"
+endpoint = "{g.underlay}:51820"
+allowed_ips = ["10.93.0.2/32"]
+""")
+    x.start()
+    y.start()
+    x.cli("init", "one", "--member", "x1")
+    y.cli("init", "two", "--member", "y2", "--cidr", "10.94.0.0/24")
+    x.cli("join", y.invite("two", "--name", "x2"))
+    y.cli("join", x.invite("one", "--name", "y1"))
+    status = {entry["mesh_name"]: entry for entry in x.status()}
+    assert set(status) == {"one", "two"}
+    assert status["one"]["interface"] != status["two"]["interface"]
+    assert status["two"]["ipv4"].startswith("10.94.0.")
+    for mesh in ("one", "two"):
+        assert x.reaches(overlay(y, mesh), within=15), mesh
+        assert y.reaches(overlay(x, mesh), within=15), mesh
+    assert x.reaches("10.93.0.2", within=10)
+    # a reload of the file leaves both meshes' peers alone
+    x.cli("reload")
+    assert x.ping(overlay(y, "one")) and x.ping(overlay(y, "two")) and x.ping("10.93.0.2")
