@@ -1070,3 +1070,46 @@ def test_table_names_and_numbers_as_wg_quick_takes_them(tmp_path: Path, written:
     assert load(tmp_path, text, "wg0.conf").interfaces[0].table == meant
     toml = interface_toml("wg0", f'table = "{written}"')
     assert load(tmp_path, toml).interfaces[0].table == meant
+
+
+# ---------------------------------------------------------------- [[mesh]]
+
+
+def test_toml_mesh_tables(tmp_path: Path) -> None:
+    config = load(tmp_path, interface_toml("wg0", "listen_port = 51820") + """
+[[mesh]]
+name = "home"
+interface = "mn-home2"
+listen_port = 51900
+persistent_keepalive = 15
+endpoints = ["home.example.net:51900", "[2001:db8::1]:51900"]
+
+[[mesh]]
+name = "work"
+""")
+    home, work = config.meshes
+    assert (home.name, home.interface, home.listen_port, home.persistent_keepalive) == (
+        "home", "mn-home2", 51900, 15)
+    assert home.endpoints == ["home.example.net:51900", "[2001:db8::1]:51900"]
+    assert (work.interface, work.listen_port, work.endpoints) == (None, None, [])
+
+
+@pytest.mark.parametrize(
+    ("tables", "needle", "message"),
+    [
+        ('[[mesh]]\nname = "a"\n[[mesh]]\nname = "a"\n', '[[mesh]]\nname = "a"\n[[mesh]]',
+         "mesh a is configured twice"),
+        ('[[mesh]]\nname = "a"\ninterface = "wg0"\n', '[[mesh]]', "also a static interface"),
+        ('[[mesh]]\nname = "a"\nlisten_port = 51820\n', '[[mesh]]', "is also wg0's"),
+        ('[[mesh]]\nname = "a"\nendpoints = ["nowhere"]\n', 'endpoints', "not HOST:PORT"),
+        ('[[mesh]]\nname = "a"\nkeepalive = 3\n', 'keepalive', "unknown key 'keepalive'"),
+    ],
+    ids=["twice", "interface-clash", "port-clash", "bad-endpoint", "unknown-key"],
+)  # fmt: skip
+def test_toml_mesh_errors_name_file_and_line(tmp_path: Path, tables: str, needle: str,
+                                             message: str) -> None:  # fmt: skip
+    text = interface_toml("wg0", "listen_port = 51820") + "\n" + tables
+    error = load_error(tmp_path, text)
+    assert message in error.message
+    expected_line = line_of(text, needle.splitlines()[-1], 2 if "twice" in message else 1)
+    assert error.line == expected_line, (error.line, expected_line)

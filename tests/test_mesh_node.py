@@ -172,6 +172,11 @@ address = "10.93.0.1/24"
 public_key = "{go_public}"
 endpoint = "{g.underlay}:51820"
 allowed_ips = ["10.93.0.2/32"]
+
+[[mesh]]
+name = "one"
+interface = "mn-uno"
+listen_port = 51931
 """)
     x.start()
     y.start()
@@ -181,7 +186,9 @@ allowed_ips = ["10.93.0.2/32"]
     y.cli("join", x.invite("one", "--name", "y1"))
     status = {entry["mesh_name"]: entry for entry in x.status()}
     assert set(status) == {"one", "two"}
-    assert status["one"]["interface"] != status["two"]["interface"]
+    # the [[mesh]] table of x's file says how x runs mesh one
+    assert (status["one"]["interface"], status["two"]["interface"]) == ("mn-uno", "mn-two")
+    assert any(c[1] == 51931 for c in status["one"]["candidates"]), status["one"]
     assert status["two"]["ipv4"].startswith("10.94.0.")
     for mesh in ("one", "two"):
         assert x.reaches(overlay(y, mesh), within=15), mesh

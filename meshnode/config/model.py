@@ -76,8 +76,22 @@ class InterfaceConfig:
 
 
 @dataclass
+class MeshConfig:
+    """Settings of one mesh this node is in (the mesh itself comes from
+    `meshnode init` or `join`; these override how it is run here)."""
+
+    name: str
+    interface: str | None = None  # default mn-NAME
+    listen_port: int | None = None  # default: the port chosen at init/join
+    persistent_keepalive: int | None = None  # toward rendezvous members (default 25 s)
+    endpoints: list[str] = field(default_factory=list)  # HOST:PORT others reach this node at
+    line: int | None = None
+
+
+@dataclass
 class NodeConfig:
     path: str
     interfaces: list[InterfaceConfig]
     log_level: int = ERROR
     state_dir: str = DEFAULT_STATE_DIR
+    meshes: list[MeshConfig] = field(default_factory=list)

@@ -17,7 +17,14 @@ from ..log import LEVELS
 from ..wgtool.errors import WgError
 from ..wgtool.model import DeviceUpdate, PeerUpdate
 from ..wgtool.values import parse_allowed_ips, parse_endpoint, parse_key, read_key_file
-from .model import DEFAULT_STATE_DIR, ConfigError, Gateway, InterfaceConfig, NodeConfig
+from .model import (
+    DEFAULT_STATE_DIR,
+    ConfigError,
+    Gateway,
+    InterfaceConfig,
+    MeshConfig,
+    NodeConfig,
+)
 from .validate import (
     MIN_MTU,
     check_interface_name,
@@ -52,6 +59,7 @@ _INTERFACE_KEYS = {
     "peer",
 }
 _GATEWAY_KEYS = {"out_interface"}
+_MESH_KEYS = {"name", "interface", "listen_port", "persistent_keepalive", "endpoints"}
 _PEER_KEYS = {
     "public_key",
     "preshared_key",
@@ -193,7 +201,7 @@ def load_toml(path: str, raw: bytes) -> NodeConfig:
             line = int(found.group(1)) if found.group(1) else text.count("\n") + 1
         raise ConfigError(path, line, message[: found.start()] if found else message) from None
     index = _LineIndex(text)
-    top = _Table(document, (), path, index, {"node", "interface"}, "the file")
+    top = _Table(document, (), path, index, {"node", "interface", "mesh"}, "the file")
     node = _Table(top.table("node") or {}, ("node",), path, index, _NODE_KEYS, "[node]")
     level_name = node.string("log_level", "error") or "error"
     if level_name.lower() not in LEVELS:
@@ -202,14 +210,39 @@ def load_toml(path: str, raw: bytes) -> NodeConfig:
         _interface(_Table(data, ("interface", i), path, index, _INTERFACE_KEYS, "[[interface]]"))
         for i, data in enumerate(top.tables("interface"))
     ]
+    meshes = [
+        _mesh(_Table(data, ("mesh", i), path, index, _MESH_KEYS, "[[mesh]]"))
+        for i, data in enumerate(top.tables("mesh"))
+    ]
     config = NodeConfig(
         path=path,
         interfaces=interfaces,
         log_level=LEVELS[level_name.lower()],
         state_dir=node.string("state_dir", DEFAULT_STATE_DIR) or DEFAULT_STATE_DIR,
+        meshes=meshes,
     )
     check_node(config)
     return config
+
+
+def _mesh(table: _Table) -> MeshConfig:
+    name = table.required_string("name")
+    interface = table.string("interface")
+    if interface is not None and (problem := check_interface_name(interface)):
+        raise table.error("interface", problem)
+    endpoints = table.strings("endpoints")
+    for text in endpoints:
+        host, colon, port = text.rpartition(":")
+        if not colon or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+            raise table.error("endpoints", f"endpoint {text!r} is not HOST:PORT")
+    return MeshConfig(
+        name=name,
+        interface=interface,
+        listen_port=table.integer("listen_port", 0, 65535),
+        persistent_keepalive=table.integer("persistent_keepalive", 0, 65535),
+        endpoints=endpoints,
+        line=table.index.line(table.where),
+    )
 
 
 def _interface(table: _Table) -> InterfaceConfig:

@@ -63,7 +63,7 @@ def split_dns(items: list[str]) -> tuple[list[str], list[str]]:
 
 
 def check_node(config: NodeConfig) -> None:
-    """No two interfaces with one name or one listen port."""
+    """No two interfaces (static or mesh) with one name or one listen port."""
     names: dict[str, int | None] = {}
     ports: dict[int, str] = {}
     for interface in config.interfaces:
@@ -84,3 +84,20 @@ def check_node(config: NodeConfig) -> None:
                     f"listen_port {port} of {interface.name} is also {ports[port]}'s",
                 )
             ports[port] = interface.name
+    meshes: dict[str, int | None] = {}
+    for mesh in config.meshes:
+        if mesh.name in meshes:
+            raise ConfigError(config.path, mesh.line,
+                              f"mesh {mesh.name} is configured twice (first at line "
+                              f"{meshes[mesh.name]})")  # fmt: skip
+        meshes[mesh.name] = mesh.line
+        if mesh.interface in names:
+            raise ConfigError(config.path, mesh.line,
+                              f"interface {mesh.interface} of mesh {mesh.name} is also a "
+                              "static interface")  # fmt: skip
+        if mesh.listen_port and mesh.listen_port in ports:
+            raise ConfigError(config.path, mesh.line,
+                              f"listen_port {mesh.listen_port} of mesh {mesh.name} is also "
+                              f"{ports[mesh.listen_port]}'s")  # fmt: skip
+        if mesh.listen_port:
+            ports[mesh.listen_port] = f"mesh {mesh.name}"

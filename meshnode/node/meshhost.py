@@ -31,10 +31,10 @@ from typing import Any
 import trio
 from pyroute2 import IPRoute
 
-from ..config.model import InterfaceConfig
+from ..config.model import InterfaceConfig, MeshConfig
 from ..interface import Interface
 from ..log import Logger
-from ..mesh.agent import MeshAgent
+from ..mesh.agent import AgentParams, MeshAgent
 from ..mesh.messages import COORDINATION_PORT
 from ..mesh.peerconfig import ConfigurePeer, PeerChange, RemovePeer
 from ..wgtool.model import DeviceUpdate
@@ -57,12 +57,23 @@ def interface_name(mesh_name: str) -> str:
 
 
 class MeshHost:
-    def __init__(self, store: MeshStore, stored: StoredMesh, log_level: int) -> None:
+    def __init__(self, store: MeshStore, stored: StoredMesh, log_level: int,
+                 config: MeshConfig | None = None) -> None:  # fmt: skip
         self.store = store
         self.name = stored.name
         self.settings = stored.settings
+        params = AgentParams()
+        if config is not None:  # the [[mesh]] table of the node's configuration wins
+            self.settings.interface = config.interface or self.settings.interface
+            if config.listen_port is not None:
+                self.settings.listen_port = config.listen_port
+            self.settings.endpoints = config.endpoints or self.settings.endpoints
+            if config.persistent_keepalive is not None:
+                params = dataclasses.replace(
+                    params, rendezvous_keepalive=config.persistent_keepalive
+                )
         self.log = Logger(f"mesh {stored.name}", log_level)
-        self.agent = MeshAgent(stored.state, time.time())
+        self.agent = MeshAgent(stored.state, time.time(), params=params)
         self.hosted = HostedInterface(self._interface_config(stored), log_level)
         self.interface: Interface | None = None
         self.cancel_scope = trio.CancelScope()

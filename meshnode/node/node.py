@@ -112,7 +112,8 @@ class Node:
         """Bring up a mesh kept in the state directory (StoreError, BringUpError)."""
         assert self._nursery is not None
         stored = self.store.load(name, time.time())
-        host = MeshHost(self.store, stored, self.log_level)
+        config = next((m for m in self.config.meshes if m.name == name), None)
+        host = MeshHost(self.store, stored, self.log_level, config)
         await self._nursery.start(self._host_mesh, host)
         self.meshes[name] = host
         return host
