@@ -4,6 +4,7 @@ with real TUNs, real WireGuard between them and pings across."""
 
 from __future__ import annotations
 
+import ipaddress
 import time
 
 import netns
@@ -197,3 +198,58 @@ listen_port = 51931
     # a reload of the file leaves both meshes' peers alone
     x.cli("reload")
     assert x.ping(overlay(y, "one")) and x.ping(overlay(y, "two")) and x.ping("10.93.0.2")
+
+
+def test_an_invites_temporary_key_reaches_the_coordination_port_and_nothing_else(
+    netns_lab: Lab,
+) -> None:
+    """Someone holding an invite sets up a plain WireGuard peer with its derived
+    key, as an attacker would: the handshake succeeds (the admin authorised
+    the key), yet no packet of it reaches the admin's TUN or another member."""
+    from nodelab import write_private
+    from wgpair import MESHNODE_WG
+
+    from meshnode.mesh.addressing import ula_prefix
+    from meshnode.mesh.invite import parse_invite
+    from meshnode.wireguard import keys
+
+    a, b, c = mesh_nodes(netns_lab, 3)
+    a.start()
+    b.start()
+    a.cli("init", "lab", "--member", "n1")
+    b.cli("join", a.invite("--name", "n2"))
+    invite = parse_invite(a.invite("--name", "n3"), time.time())
+    derived = invite.keys()
+    bootstrap = invite.bootstrap[0]
+    ifname = netns_lab.ifname("x")
+    netns_lab.start_userspace_wg(c.ns, ifname, argv=MESHNODE_WG)
+    key = write_private(c.root / "invite.key", keys.to_base64(derived.private_key) + "\n")
+    psk = write_private(c.root / "invite.psk", keys.to_base64(derived.preshared_key) + "\n")
+    host, port = bootstrap.endpoints[0]
+    a_entry = a.status()[0]
+    mesh_v4 = ipaddress.ip_network(f"{a_entry['ipv4']}/16", strict=False)
+    c.ns.run("wg", "set", ifname, "private-key", str(key), "peer",
+             keys.to_base64(bootstrap.public_key), "preshared-key", str(psk),
+             "endpoint", f"{host}:{port}", "persistent-keepalive", "1",
+             "allowed-ips", f"{ula_prefix(invite.mesh_id)},{mesh_v4}")  # fmt: skip
+    c.ns.ip("addr", "add", f"{netns_lab_address(invite)}/128", "dev", ifname, "nodad")
+    c.ns.ip("addr", "add", "100.127.255.254/32", "dev", ifname)
+    c.ns.ip("link", "set", ifname, "up")
+    c.ns.ip("route", "add", str(ula_prefix(invite.mesh_id)), "dev", ifname)
+    c.ns.ip("route", "add", str(mesh_v4), "dev", ifname)
+
+    def handshaken() -> bool:
+        out = c.ns.run("wg", "show", ifname, "latest-handshakes").stdout.decode()
+        return any(line.split("\t")[1] != "0" for line in out.splitlines())
+
+    wait_for(handshaken, 15, "the handshake with the invite's key")
+    for target in (a_entry["ipv6"], a_entry["ipv4"], overlay(b, v6=True), overlay(b)):
+        assert not c.ping(target, count=2), target
+    _, stats = a.cli("stats")
+    assert '"not_coordination"' in stats, stats
+
+
+def netns_lab_address(invite) -> str:
+    from meshnode.mesh.addressing import invite_address, ula_prefix
+
+    return str(invite_address(ula_prefix(invite.mesh_id), invite.id))
