@@ -253,3 +253,17 @@ def netns_lab_address(invite) -> str:
     from meshnode.mesh.addressing import invite_address, ula_prefix
 
     return str(invite_address(ula_prefix(invite.mesh_id), invite.id))
+
+
+def test_a_member_that_leaves_is_dropped_and_its_interface_goes(netns_lab: Lab) -> None:
+    a, b, c = found_mesh(netns_lab, 3)
+    wait_for(lambda: all_know_each_other([a, b, c]), 15, "every member to know every other")
+    c.cli("leave")
+    wait_for(lambda: "n3" not in a.members() and "n3" not in b.members(), 10,
+             "the others to drop the member that left")  # fmt: skip
+    assert c.status() == []
+    links = c.ns.run("ip", "-br", "link").stdout.decode()
+    assert "mn-lab" not in links, links
+    assert not (c.root / "state" / "meshes" / "lab").exists()
+    _, log = a.cli("log")
+    assert "n3" in log and "left" in log, log
