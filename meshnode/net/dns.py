@@ -8,6 +8,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from .firewall import Recorder
+
 _INTERFACE_ORDER = Path("/etc/resolvconf/interface-order")
 _TIMEOUT = 15  # seconds; resolvconf may wait on a D-Bus service
 
@@ -31,7 +33,8 @@ def record_name(ifname: str) -> str:
 
 
 def set_dns(ifname: str, servers: list[str], search: list[str],
-            on_undo: Callable[[Callable[[], None]], None]) -> None:  # fmt: skip
+            on_undo: Callable[[Callable[[], None]], None],
+            record: Recorder | None = None) -> None:  # fmt: skip
     if not servers:  # as wg-quick: search domains alone change nothing
         return
     if shutil.which("resolvconf") is None:
@@ -40,9 +43,19 @@ def set_dns(ifname: str, servers: list[str], search: list[str],
     text = "".join(f"nameserver {s}\n" for s in servers)
     if search:
         text += f"search {' '.join(search)}\n"
-    record = record_name(ifname)
-    _resolvconf(["-a", record, "-m", "0", "-x"], text)
-    on_undo(lambda: _resolvconf(["-d", record, "-f"], None, check=False))
+    name = record_name(ifname)
+    forget = record({"kind": "dns", "record": name}) if record else (lambda: None)
+    try:
+        _resolvconf(["-a", name, "-m", "0", "-x"], text)
+    except DnsError:
+        forget()
+        raise
+
+    def undo() -> None:
+        _resolvconf(["-d", name, "-f"], None, check=False)
+        forget()
+
+    on_undo(undo)
 
 
 def _resolvconf(args: list[str], text: str | None, check: bool = True) -> None:

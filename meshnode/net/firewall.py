@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
+from typing import Any
+
+# writes a crash-journal entry before a change; returns what takes it out after the undo
+Recorder = Callable[[dict[str, Any]], Callable[[], None]]
 
 
 class FirewallError(OSError):
@@ -29,15 +33,31 @@ def add_rule(
     on_undo: Callable[[Callable[[], None]], None],
     *,
     first: bool = False,
+    record: Recorder | None = None,
 ) -> None:
     """Append one rule (`-t TABLE -A CHAIN SPEC`; with first, insert it at the
-    top, `-I`) and register its deletion."""
+    top, `-I`) and register its deletion; record journals it first."""
     tool = "ip6tables" if version == 6 else "iptables"
     rule = [*spec, "-m", "comment", "--comment", comment_for(ifname)]
+    forget = (record or _no_record)({"kind": "iptables", "version": version, "table": table,
+                                     "chain": chain, "rule": rule})  # fmt: skip
     # -w 5: wait for the xtables lock a while, never for ever (the node's event
     # loop waits with it)
-    _run(tool, "-w", "5", "-t", table, "-I" if first else "-A", chain, *rule)
-    on_undo(lambda: _run(tool, "-w", "5", "-t", table, "-D", chain, *rule, check=False))
+    try:
+        _run(tool, "-w", "5", "-t", table, "-I" if first else "-A", chain, *rule)
+    except FirewallError:
+        forget()
+        raise
+
+    def undo() -> None:
+        _run(tool, "-w", "5", "-t", table, "-D", chain, *rule, check=False)
+        forget()
+
+    on_undo(undo)
+
+
+def _no_record(entry: dict[str, Any]) -> Callable[[], None]:
+    return lambda: None
 
 
 def _run(*argv: str, check: bool = True) -> None:

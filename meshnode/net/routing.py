@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
+from .firewall import Recorder
 from .link import mtu_of
 
 _TIMEOUT = 10  # seconds for an `ip` command
@@ -39,9 +40,12 @@ def _family(net: Network | Address) -> int:
 class Routing:
     """The routing changes of one interface; `undo` is registered for each."""
 
-    def __init__(self, ifname: str, on_undo: Callable[[Callable[[], None]], None]) -> None:
+    def __init__(self, ifname: str, on_undo: Callable[[Callable[[], None]], None],
+                 record: Recorder | None = None) -> None:  # fmt: skip
         self.ifname = ifname
         self._on_undo = on_undo
+        # journals each change before it is made (see meshnode/node/journal.py)
+        self._record: Recorder = record or (lambda entry: lambda: None)
         with IPRoute() as ipr:
             found = ipr.link_lookup(ifname=ifname)
         if not found:
@@ -73,34 +77,58 @@ class Routing:
         }
         if table is not None:
             arguments["table"] = table
+        forget = self._record({"kind": "route", "dst": str(network), "table": table,
+                               "dev": self.ifname})  # fmt: skip
         with IPRoute() as ipr:
             try:
                 ipr.route("add", **arguments)
             except Exception as exc:
+                forget()
                 where = f" table {table}" if table is not None else ""
                 raise RoutingError(f"cannot add route {network}{where}: {exc}") from exc
 
         def undo() -> None:
             with IPRoute() as ipr, contextlib.suppress(Exception):
                 ipr.route("del", **arguments)  # gone already if the interface is
+            forget()
 
         return undo
 
     def add_rule(self, version: int, *words: str) -> None:
         """`ip -4|-6 rule add WORDS`, and its `rule del` as the undo."""
         family = f"-{version}"
-        _ip(family, "rule", "add", *words)
-        self._on_undo(lambda: _ip(family, "rule", "del", *words, check=False))
+        forget = self._record({"kind": "rule", "version": version, "words": list(words)})
+        try:
+            _ip(family, "rule", "add", *words)
+        except RoutingError:
+            forget()
+            raise
+
+        def undo() -> None:
+            _ip(family, "rule", "del", *words, check=False)
+            forget()
+
+        self._on_undo(undo)
 
     def set_sysctl(self, name: str, value: str) -> None:
         """Write /proc/sys/NAME; the old value comes back when the last
         interface of this process that wanted it goes down."""
         path = Path("/proc/sys") / name.replace(".", "/")
-        if name not in _sysctl_holders:
+        if name in _sysctl_holders:
+            # every holder journals the value from before the node changed
+            # it: whichever interface is still up when the node dies has it
+            forget = self._record({"kind": "sysctl", "name": name,
+                                   "old": _sysctl_holders[name][0], "new": value})  # fmt: skip
+        else:
             old = path.read_text().strip()
             if old == value:
                 return
-            path.write_text(value + "\n")
+            forget = self._record({"kind": "sysctl", "name": name, "old": old, "new": value})
+            try:
+                path.write_text(value + "\n")
+            except OSError:
+                forget()
+                raise
             _sysctl_holders[name] = [old, 0]
         _sysctl_holders[name][1] += 1
 
@@ -110,6 +138,7 @@ class Routing:
             if holder[1] == 0:
                 del _sysctl_holders[name]
                 path.write_text(f"{holder[0]}\n")
+            forget()
 
         self._on_undo(undo)
 

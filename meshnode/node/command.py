@@ -14,6 +14,8 @@ overrides the configuration's log level.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import signal
@@ -26,11 +28,12 @@ import trio
 
 from ..config import DEFAULT_CONFIG, ConfigError, NodeConfig, load_config
 from ..config.validate import check_interface_name
-from ..log import LEVELS
+from ..log import LEVELS, Logger
 from ..net.unixsock import close_unix
-from . import control
+from . import control, journal
 from .hosted import BringUpError
 from .node import Node
+from .statefiles import write_atomic
 
 DOWN_TIMEOUT = 150  # s: PreDown and PostDown may take 40 s each, then the rest
 USAGE_UP = "Usage: meshnode up [--daemon] [CONFIG]\n"
@@ -62,10 +65,25 @@ def up_main(argv: list[str]) -> int:
     level = LEVELS.get(os.environ.get("LOG_LEVEL", "").lower(), config.log_level)
     try:
         _make_state_dir(config.state_dir)
+    except OSError as exc:
+        return _error(str(exc))
+    try:
+        _lock_run_dir()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return _error(exc.strerror or str(exc))
+        return _error(f"cannot use the run directory {control.run_dir()}: {exc.strerror or exc}")
+    try:
         listener = control.listen()
     except OSError as exc:
-        return _error(exc.strerror or str(exc))
+        if exc.errno == errno.EADDRINUSE:
+            return _error(exc.strerror or str(exc))
+        return _error(f"cannot create the control socket {control.socket_path()}: "
+                      f"{exc.strerror or exc}")  # fmt: skip
     inode = control.socket_path().lstat().st_ino
+    # this process now owns the run directory: clean up after a node that was
+    # killed (kill -9, OOM) before anything comes up
+    _recover(level)
     ready_fd = None
     if daemon:
         read_end, ready_fd = os.pipe()
@@ -103,8 +121,53 @@ def _warn_if_world_accessible(path: str) -> None:
 
 
 def _make_state_dir(path: str) -> None:
-    """The state directory (keys and mesh state later), root only."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    """The state directory (keys and mesh state), root only. OSError naming
+    the file and the reason if it cannot be written to (read-only, full):
+    better now than half-way through a change; what it holds stays as it is."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"cannot create the state directory {path}: {exc.strerror or exc}") from exc
+    probe = os.path.join(path, ".meshnode-write-test")
+    try:
+        write_atomic(probe, b"\0" * _PROBE_SIZE)
+    except OSError as exc:
+        raise OSError(f"the state directory {path} cannot be written to (writing {probe}: "
+                      f"{exc.strerror or exc}); nothing in it was changed") from exc  # fmt: skip
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+
+
+_PROBE_SIZE = 4096  # bytes: a full file system refuses a block, if not an empty file
+
+
+_run_dir_lock: int | None = None  # held until the process exits, however it exits
+
+
+def _lock_run_dir() -> None:
+    """Take the run directory for this node: an exclusive flock on the
+    directory itself, which the kernel releases when the process dies (kill
+    -9 included). Two nodes starting at once cannot both get past this, so
+    only one of them cleans up after a dead one. EADDRINUSE if it is held."""
+    global _run_dir_lock
+    directory = control.run_dir()
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OSError(errno.EADDRINUSE, f"a node is already running (it holds {directory}; "
+                                        f"control socket {control.socket_path()})") from None
+    _run_dir_lock = fd
+
+
+def _recover(level: int) -> None:
+    """Undo what dead nodes' crash journals list, then any firewall rule
+    tagged by meshnode whose interface no longer exists here."""
+    log = Logger("node", level)
+    journal.recover(log=log.error)
+    journal.sweep_tagged_rules(log=log.error)
 
 
 async def _run(config: NodeConfig, level: int, listener: socket.socket,

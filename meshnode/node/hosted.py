@@ -30,6 +30,7 @@ from ..wgtool import sync
 from ..wgtool.model import DeviceUpdate
 from ..wgtool.uapi_client import parse_get_text
 from . import saveconfig
+from .journal import Journal
 from .routes import RoutePlan, plan_routes
 from .settings import request_from_update
 
@@ -66,6 +67,8 @@ class HostedInterface:
         self._routing: routing.Routing | None = None
         self._came_up = False
         self._save_on_stop = True
+        # what bring-up adds, for the next start if this process is killed
+        self.journal = Journal(config.name)
 
     # ------------------------------------------------------------ life cycle
 
@@ -140,14 +143,26 @@ class HostedInterface:
     async def _bring_up(self, stack: contextlib.AsyncExitStack) -> socket.socket:
         """Everything up to PostUp, each step's undo registered before the next."""
         config = self.config
-        # registered first, so it runs last; armed only once the interface is up
+        # before anything changes: the crash journal (removed last)
+        self.journal.open()
+        stack.callback(self._close_journal)
+        # registered next, so it runs last but one; armed only once the interface is up
         stack.push_async_callback(self._shielded, self._post_down)
         await self._hooks(config.pre_up, "PreUp")
         mtu = config.mtu or routing.path_mtu(_endpoint_hosts(config)) - _WIREGUARD_OVERHEAD
-        tun = Tun(config.name, vnet_hdr=config.offloads.tun_vnet)
+        record = self.journal.record
+        forget_link = record({"kind": "link", "name": config.name})
+        try:
+            tun = Tun(config.name, vnet_hdr=config.offloads.tun_vnet)
+        except BaseException:
+            forget_link()
+            raise
+        stack.callback(forget_link)
         stack.callback(tun.close)
-        listener = uapi.listen(tun.name)
         path = uapi.socket_path(tun.name)
+        forget_socket = record({"kind": "socket", "path": str(path)})
+        stack.callback(forget_socket)
+        listener = uapi.listen(tun.name)
         stack.callback(close_unix, listener, path, path.lstat().st_ino)
         link.configure(tun.name, mtu=mtu)
         interface = Interface(tun, self.log, mtu=mtu, offloads=config.offloads)
@@ -157,17 +172,22 @@ class HostedInterface:
         self.plan = plan_routes(config, routing.table_in_use)
         self._apply_wg(self._wg_update(config, self.plan, keep_port=False), replace=True)
         on_undo = self._undo_registrar(stack)
-        self._routing = routing.Routing(tun.name, on_undo)
+        self._routing = routing.Routing(tun.name, on_undo, record)
         for address in config.addresses:
             self._routing.add_address(address)
         link.configure(tun.name, up=True)
-        dns.set_dns(tun.name, config.dns, config.dns_search, on_undo)
+        dns.set_dns(tun.name, config.dns, config.dns_search, on_undo, record)
         self._add_policy_routing(self.plan, on_undo)
         stack.callback(self._remove_routes)
         self._add_routes(self.plan)
         if config.gateway is not None:
             self._add_gateway(config.gateway.out_interface, on_undo)
         return listener
+
+    def _close_journal(self) -> None:
+        if not self.journal.close():
+            self.log.error(f"Some changes could not be undone; {self.journal.path} lists them "
+                           "for the next start to try again")
 
     def _undo_registrar(
         self, stack: contextlib.AsyncExitStack
@@ -226,6 +246,7 @@ class HostedInterface:
         except what the main table knows more specifically than a default route;
         and its firewall rules for that case (iptables flavour)."""
         assert self._routing is not None
+        record = self.journal.record
         table = str(plan.default_table)
         for version in plan.default_versions:
             self._routing.add_rule(version, "not", "fwmark", table, "table", table)
@@ -237,16 +258,16 @@ class HostedInterface:
                     firewall.add_rule(version, "raw", "PREROUTING",
                                       ["!", "-i", self.name, "-d", str(address.ip), "-m",
                                        "addrtype", "!", "--src-type", "LOCAL", "-j", "DROP"],
-                                      self.name, on_undo, first=True)  # fmt: skip
+                                      self.name, on_undo, first=True, record=record)  # fmt: skip
             # the tunnel's own UDP flows keep their mark both ways, so replies
             # to them pass reverse-path filtering (with src_valid_mark)
             firewall.add_rule(version, "mangle", "POSTROUTING",
                               ["-p", "udp", "-m", "mark", "--mark", table,
                                "-j", "CONNMARK", "--save-mark"],
-                              self.name, on_undo, first=True)  # fmt: skip
+                              self.name, on_undo, first=True, record=record)  # fmt: skip
             firewall.add_rule(version, "mangle", "PREROUTING",
                               ["-p", "udp", "-j", "CONNMARK", "--restore-mark"],
-                              self.name, on_undo, first=True)  # fmt: skip
+                              self.name, on_undo, first=True, record=record)  # fmt: skip
             if version == 4:
                 self._routing.set_sysctl("net.ipv4.conf.all.src_valid_mark", "1")
 
@@ -278,7 +299,8 @@ class HostedInterface:
                 ("filter", "FORWARD", ["-i", self.name, "-j", "ACCEPT"]),
                 ("filter", "FORWARD", ["-o", self.name, "-j", "ACCEPT"]),
             ):
-                firewall.add_rule(version, table, chain, spec, self.name, on_undo)
+                firewall.add_rule(version, table, chain, spec, self.name, on_undo,
+                                  record=self.journal.record)
 
     # ------------------------------------------------------------ reload in place
 
@@ -320,7 +342,11 @@ class HostedInterface:
     async def _pre_down(self) -> None:
         await self._hooks(self.config.pre_down, "PreDown")
         if self.config.save_config and self._save_on_stop and self.interface is not None:
-            saveconfig.save(self.config, self.interface.uapi_get())
+            try:
+                saveconfig.save(self.config, self.interface.uapi_get())
+            except OSError as exc:  # the file as it was: written whole or not at all
+                raise OSError(f"SaveConfig: cannot write {self.config.path} (kept as it was): "
+                              f"{exc.strerror or exc}") from exc
 
     async def _post_down(self) -> None:
         if self._came_up:
