@@ -44,6 +44,13 @@ _UDP_BUFFER = 1 << 16
 _DELIVER_BATCH = 256  # inner packets gathered before writing them to the TUN
 _TXQUEUELEN = 5000  # the default 500 drops under load (PERF-NOTES)
 _ENDPOINT_CACHE = 4096  # source endpoints remembered; cleared whole when full
+_INITIATION_SIZE = 148
+_RESPONSE_SIZE = 92
+# Under load, the device stays under load while it reads at least this many
+# handshake messages a second (counted over windows of _LOAD_WINDOW seconds),
+# even when it keeps up with them and drains the socket.
+_LOAD_STAY = 1000
+_LOAD_WINDOW = 0.25
 
 # A handler for datagrams that are not WireGuard (STUN, probes): it takes
 # (datagram, source) and returns nothing; `matches` picks the datagrams it takes.
@@ -281,6 +288,8 @@ class Interface:
         buffers = [view]
         recvmsg_into = sock.recvmsg_into
         endpoints = self._endpoints
+        screen = device.screen_handshake
+        load_window_start, load_window_count = 0.0, 0
         while True:
             try:
                 await trio.lowlevel.wait_readable(sock)
@@ -289,6 +298,7 @@ class Interface:
             now = self._now()
             handshakes = handled = 0
             drained = False
+            under_load = device.is_under_load(now)
             for _ in range(_UDP_BATCH):
                 try:
                     total, ancillary, _flags, address = recvmsg_into(buffers, RECV_CMSG_SPACE)
@@ -297,6 +307,21 @@ class Interface:
                     break
                 except ConnectionRefusedError:
                     continue  # an ICMP error for an earlier send; nothing to read
+                kind = buffer[0]
+                if 0 < kind < 4:
+                    handshakes += 1
+                    if (
+                        under_load
+                        and total == (_INITIATION_SIZE if kind == 1 else _RESPONSE_SIZE)
+                        and not (buffer[1] or buffer[2] or buffer[3])
+                    ):
+                        # under load a handshake message costs its MACs and at
+                        # most a cookie reply, and no Endpoint, before its
+                        # sender has proven it receives at its address
+                        verdict = screen(view[:total], address, now)
+                        if verdict is not False:
+                            self._screened(sock, verdict, view, total, address, ancillary, now)
+                        continue
                 if ancillary:
                     segment, pktinfo = parse_receive_ancillary(ancillary, total)
                 else:
@@ -306,8 +331,6 @@ class Interface:
                     source = self._endpoint(address, pktinfo)
                 # datagrams that are not WireGuard's come back from the device,
                 # sorted per GRO segment, in device.other_datagrams
-                if 0 < buffer[0] < 4:
-                    handshakes += 1
                 device.receive_batch(view, total, segment, source, now)
                 if not handled or len(device.inbox.records) >= _DELIVER_BATCH:
                     # the first receive of a wakeup goes on at once (a lone packet
@@ -317,10 +340,34 @@ class Interface:
             # Delivering once per wakeup rather than per receive lets segments of
             # one TCP flow that came as separate datagrams be coalesced too.
             self._flush()
+            if not handshakes:
+                continue
             if not drained and handshakes >= _UDP_BATCH // 2:
                 # handshakes are arriving faster than we answer them: demand
                 # cookies for a while, as wireguard-go does when its queue backs up
                 device.mark_under_load(now)
+            elif under_load:
+                # once under load the cheap path may keep up and drain the
+                # socket: stay under load while handshakes still pour in
+                if now - load_window_start >= _LOAD_WINDOW:
+                    load_window_start, load_window_count = now, 0
+                load_window_count += handshakes
+                if load_window_count >= _LOAD_STAY * _LOAD_WINDOW:
+                    device.mark_under_load(now)
+
+    def _screened(self, sock: socket.socket, verdict: bytes | bool, view: memoryview,
+                  total: int, address: tuple, ancillary: list, now: float) -> None:  # fmt: skip
+        """Act on screen_handshake's verdict: send the cookie reply, or hand a
+        message that passed to the device (the only ones given an Endpoint)."""
+        pktinfo = parse_receive_ancillary(ancillary, total)[1] if ancillary else None
+        if verdict is True:
+            source = self._endpoints.get((address, pktinfo))
+            if source is None:
+                source = self._endpoint(address, pktinfo)
+            self.device.receive_screened(bytes(view[:total]), source, now)
+            self._flush()
+        else:
+            self.udp.send_reply(sock, verdict, address, pktinfo)  # type: ignore[arg-type]
 
     def _endpoint(self, address: tuple, pktinfo: bytes | None) -> Endpoint:
         """The Endpoint of a source address and the local address it wrote to.
@@ -344,7 +391,13 @@ class Interface:
             )
             with self._timer_scope:
                 await trio.sleep_forever()
-            device.handle_timers(self._now())
+            now = self._now()
+            # Handshake timestamps are epoch + monotonic time. Follow the wall
+            # clock forward (NTP setting a clock that booted late right, as the
+            # kernel does), never back: a clock stepped back would make our
+            # initiations look like replays to every peer.
+            device.epoch = max(device.epoch, time.time() - now)
+            device.handle_timers(now)
             self._send_and_deliver()
 
     # ------------------------------------------------------------ for the layers above

@@ -31,11 +31,10 @@ How meshnode stands (shown below with fake clocks, no root, no real time):
   wall clock): the peer drops its initiations as replays until the clock has
   caught up with what the peer last saw, unless the peer's side is reset
   or the peer initiates (test 4, which says what a user sees and does).
-- A weakness of the fixed epoch (test 5, xfail): a node that starts while
-  its clock is behind (a machine without RTC, before NTP) keeps the stale
-  epoch after NTP sets the clock right, so it stays locked out for as long
-  as the clock was wrong, where the kernel and wireguard-go recover as soon
-  as the clock is right.
+- A node that starts while its clock is behind (a machine without RTC,
+  before NTP): the runtime follows the wall clock forward (never back) at
+  each timer wakeup, so once NTP sets the clock right its initiations are
+  accepted again, as with the kernel and wireguard-go (test 5).
 """
 
 from __future__ import annotations
@@ -373,15 +372,6 @@ def test_restart_with_the_clock_an_hour_back(remedy: str) -> None:
 # ------------------------------------------------------------ 5. started before the clock was right
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the runtime computes epoch once at start: after NTP sets a stale clock right, the "
-    "node's timestamps stay as far behind as the clock was, so a peer that saw its earlier, "
-    "correct timestamps refuses it for that long (the kernel and wireguard-go read the clock "
-    "at each initiation and recover at once). Suggested fix: let the runtime move epoch "
-    "forward, never back, e.g. epoch = max(epoch, time.time() - trio.current_time()) in the "
-    "timer loop",
-)
 async def test_a_node_started_before_ntp_recovers_once_the_clock_is_right(
     autojump_clock: trio.testing.MockClock, monkeypatch
 ) -> None:

@@ -74,7 +74,28 @@ def test_new_handshake_15s_after_data_sent_without_answer() -> None:
     net.now = 20.0
     net.send(net.a, b"hello?")
     net.advance(20)
-    assert times(net.sent_by(net.a, kind=INITIATION)) == [0.0, 35.0]
+    first, second = times(net.sent_by(net.a, kind=INITIATION))
+    assert first == 0.0
+    assert 35.0 <= second < 35.334  # 15 s, plus 0-333 ms of jitter
+
+
+def test_new_handshake_timer_is_jittered() -> None:
+    """Keepalive timeout + rekey timeout + 0-333 ms, as wireguard-go's
+    timersDataSent and the kernel's: two peers that lost each other at the
+    same moment do not retry in lockstep."""
+    delays = set()
+    for seed in range(12):
+        net = MemNet(seed=seed)
+        net.send(net.a)
+        net.advance(11)
+        net.cut.add("a")
+        net.now = 20.0
+        net.send(net.a, b"hello?")
+        net.advance(20)
+        second = times(net.sent_by(net.a, kind=INITIATION))[1]
+        assert 35.0 <= second <= 35.333, second
+        delays.add(round(second - 35.0, 3))
+    assert len(delays) > 3, delays  # spread over the range, not one fixed value
 
 
 def test_rekey_after_120s_loses_no_packet() -> None:

@@ -92,6 +92,7 @@ class UdpSockets:
         # local addresses a send from failed (removed since): routed instead
         self.stale_sources: set[LocalSource] = set()
         self._source_controls: dict[LocalSource, tuple] = {}
+        self._reply_controls: dict[bytes, tuple] = {}  # received packet info -> send control
         self.last_send_error = 0  # errno of the last failed send, for stats
         for _ in range(10 if port == 0 else 1):
             v4 = _open(socket.AF_INET, port, fwmark, gro)
@@ -138,6 +139,46 @@ class UdpSockets:
                 control = (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO,
                            _IN6_PKTINFO.pack(packed, ifindex))  # fmt: skip
             self._source_controls[local] = control
+        return control
+
+    def send_reply(self, sock: socket.socket, reply: bytes, sockaddr: tuple,
+                   pktinfo: bytes | None) -> None:  # fmt: skip
+        """Send one reply (a cookie reply under load) straight back to where a
+        datagram came from, leaving from the local address it arrived at
+        (pktinfo as received), without making an Endpoint."""
+        try:
+            if pktinfo is None:
+                sock.sendto(reply, sockaddr)
+            else:
+                sock.sendmsg([reply], [self._reply_control(pktinfo)], 0, sockaddr)
+        except BlockingIOError:
+            self.drops[Drop.SEND_BUFFER_FULL] += 1
+        except OSError as failed:
+            error = failed
+            if pktinfo is not None:
+                try:  # that local address may have gone: let the routing table choose
+                    sock.sendto(reply, sockaddr)
+                    return
+                except OSError as routed:
+                    error = routed
+            self._count_send_error(error, 1)
+
+    def _reply_control(self, pktinfo: bytes) -> tuple:
+        """The packet-info message that makes a send leave from the address a
+        received packet-info message names (cached by its bytes)."""
+        control = self._reply_controls.get(pktinfo)
+        if control is None:
+            if len(self._reply_controls) > 1024:
+                self._reply_controls.clear()
+            if len(pktinfo) >= _IN6_PKTINFO.size:
+                address, ifindex = _IN6_PKTINFO.unpack_from(pktinfo)
+                ifindex = ifindex if address[:2] == b"\xfe\x80" else 0
+                control = (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO,
+                           _IN6_PKTINFO.pack(address, ifindex))  # fmt: skip
+            else:
+                _, spec_dst, _ = _IN_PKTINFO.unpack_from(pktinfo)
+                control = (socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(0, spec_dst, bytes(4)))
+            self._reply_controls[pktinfo] = control
         return control
 
     def set_fwmark(self, fwmark: int) -> None:
@@ -268,4 +309,3 @@ def local_source(pktinfo: bytes) -> LocalSource:
         return LocalSource(socket.inet_ntop(socket.AF_INET6, address), ifindex)
     ifindex, spec_dst, _ = _IN_PKTINFO.unpack_from(pktinfo)
     return LocalSource(socket.inet_ntop(socket.AF_INET, spec_dst), ifindex)
-

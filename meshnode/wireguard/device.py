@@ -64,6 +64,10 @@ from .timers import Timer, TimerQueue
 from .transport import open_batch, seal_batch, seal_one
 
 _EVENT_QUEUE = 4096
+# Under load, cookie replies to one source address (wireguard-go sends one to
+# every datagram it reads): a legitimate initiator needs one per 5 s retry.
+COOKIE_REPLIES_PER_SECOND = 20
+COOKIE_REPLIES_BURSTABLE = 5
 
 __all__ = ["ConfigError", "Device", "Drop"]
 
@@ -91,6 +95,9 @@ class Device:
         self.peers: dict[bytes, Peer] = {}
         self.allowed_ips: AllowedIPs[Peer] = AllowedIPs()
         self.rate_limiter = RateLimiter()
+        # under load, cookie replies per source address: a flood from a few
+        # addresses costs a BLAKE2s per datagram, not a reply each
+        self.cookie_limiter = RateLimiter(COOKIE_REPLIES_PER_SECOND, COOKIE_REPLIES_BURSTABLE)
         self.timers = TimerQueue()
         self.drops: Counter[Drop] = Counter()
         # what happened to peers, for the layers above (drained with next_event);
@@ -314,6 +321,45 @@ class Device:
         if threshold is not None and self._load_window_count > threshold:
             self.mark_under_load(now)
 
+    def screen_handshake(self, message: bytes | memoryview, sockaddr: tuple,
+                         now: float) -> bytes | bool:  # fmt: skip
+        """Under load, all a handshake message costs before its sender proves it
+        receives at its address: the mac1 check, the mac2 check and, without a
+        valid mac2, a cookie reply (at most COOKIE_REPLIES_PER_SECOND to one
+        source address). No Endpoint is made for it.
+
+        message is an initiation or a response of the right size; sockaddr the
+        socket address it came from. Returns True when the message passed mac2
+        and the per-source rate limit (hand it to `receive_screened`), the
+        cookie reply to send to sockaddr, or False (dropped, counted)."""
+        checker = self.cookie_checker
+        if checker is None or self.identity is None:
+            self.drops[Drop.NO_PRIVATE_KEY] += 1
+            return False
+        if not checker.check_mac1(message):
+            self.drops[Drop.INVALID_MAC1] += 1
+            return False
+        cookie, keyed = checker.source_cookie(sockaddr, now)
+        if checker.check_mac2_with(message, keyed):
+            if self.rate_limiter.allow(sockaddr[0], now):
+                return True
+            self.drops[Drop.RATE_LIMITED] += 1
+            return False
+        if not self.cookie_limiter.allow(sockaddr[0], now):
+            self.drops[Drop.COOKIE_RATE_LIMITED] += 1
+            return False
+        self.drops[Drop.COOKIE_SENT] += 1
+        sender = int.from_bytes(message[4:8], "little")
+        return checker.reply_with(message, sender, cookie)
+
+    def receive_screened(self, message: bytes, source: Endpoint, now: float) -> None:
+        """A handshake message that `screen_handshake` let through; queues the
+        response (or completes our handshake). Call `settle()` afterwards."""
+        if message[0] == m.MESSAGE_INITIATION:
+            self._receive_initiation(message, source, now)
+        else:
+            self._receive_response(message, source, now)
+
     def _receive_handshake(self, message: bytes, source: Endpoint, now: float) -> None:
         checker = self.cookie_checker
         if checker is None or self.identity is None:
@@ -334,6 +380,8 @@ class Device:
         if self.is_under_load(now):
             source_bytes = source.cookie_bytes
             if not checker.check_mac2(message, source_bytes, now):
+                if not self.cookie_limiter.allow(source.rate_key, now):
+                    return self._drop(Drop.COOKIE_RATE_LIMITED)
                 sender = int.from_bytes(message[4:8], "little")
                 reply = checker.create_reply(message, sender, source_bytes, now)
                 self.outbox.add(reply, source)
@@ -701,7 +749,12 @@ class Device:
 
     def _timers_data_sent(self, peer: Peer, now: float) -> None:
         if not TimerQueue.pending(peer, Timer.NEW_HANDSHAKE):
-            self.timers.set(peer, Timer.NEW_HANDSHAKE, now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT)
+            # 0-333 ms of jitter, as wireguard-go and the kernel add, so two
+            # peers that both stopped hearing each other do not retry in lockstep
+            jitter = self._rng.randrange(REKEY_TIMEOUT_JITTER_MAX_MS) / 1000
+            self.timers.set(
+                peer, Timer.NEW_HANDSHAKE, now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + jitter
+            )
 
     def _timers_data_received(self, peer: Peer, now: float) -> None:
         if not TimerQueue.pending(peer, Timer.SEND_KEEPALIVE):

@@ -15,6 +15,7 @@ class Drop(enum.StrEnum):
     INVALID_MAC1 = "invalid_mac1"
     COOKIE_SENT = "cookie_sent"  # under load without a valid mac2: answered with a cookie
     RATE_LIMITED = "rate_limited"
+    COOKIE_RATE_LIMITED = "cookie_rate_limited"  # under load: no more cookie replies to that source
     HANDSHAKE_DECRYPT = "handshake_decrypt"
     UNKNOWN_PEER = "unknown_peer"
     BAD_PEER_KEY = "bad_peer_key"

@@ -14,10 +14,21 @@ the remote part only, which is what "the peer roamed" means.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 
 SocketAddress = tuple  # ("192.0.2.1", 51820) or ("2001:db8::1", 51820, flowinfo, scope_id)
+
+
+def source_bytes(sockaddr: SocketAddress) -> bytes:
+    """A socket address as the bytes mac2 cookies are made of: the packed
+    address and the port (Endpoint.cookie_bytes; the runtime's under-load
+    path computes it without making an Endpoint)."""
+    host = sockaddr[0]
+    if ":" not in host:
+        packed = socket.inet_pton(socket.AF_INET, host)
+    else:
+        packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+    return packed + sockaddr[1].to_bytes(2, "big")
 
 
 class LocalSource:
@@ -84,9 +95,7 @@ class Endpoint:
         the form need not match other implementations, only be stable."""
         cached = self._cookie_bytes
         if cached is None:
-            host = self.sockaddr[0].partition("%")[0]
-            cached = ipaddress.ip_address(host).packed + self.sockaddr[1].to_bytes(2, "big")
-            self._cookie_bytes = cached
+            cached = self._cookie_bytes = source_bytes(self.sockaddr)
         return cached
 
     def same_remote(self, other: Endpoint | None) -> bool:

@@ -8,24 +8,27 @@ _GC_INTERVAL = 1.0
 
 
 class RateLimiter:
-    """Allows each source address 20 handshakes a second, with bursts of 5."""
+    """Allows each source address 20 handshakes a second, with bursts of 5
+    (or `rate` and `burst`)."""
 
-    __slots__ = ("_buckets", "_last_gc")
+    __slots__ = ("_buckets", "_burst", "_last_gc", "_rate")
 
-    def __init__(self) -> None:
+    def __init__(self, rate: float = PACKETS_PER_SECOND, burst: float = PACKETS_BURSTABLE) -> None:
         # address -> (tokens, time of the last refill)
         self._buckets: dict[object, tuple[float, float]] = {}
         self._last_gc = 0.0
+        self._rate = rate
+        self._burst = burst
 
     def allow(self, address: object, now: float) -> bool:
         if now - self._last_gc > _GC_INTERVAL:
             self._collect(now)
         bucket = self._buckets.get(address)
         if bucket is None:
-            tokens = PACKETS_BURSTABLE - 1.0
+            tokens = self._burst - 1.0
         else:
             tokens, last = bucket
-            tokens = min(PACKETS_BURSTABLE, tokens + (now - last) * PACKETS_PER_SECOND)
+            tokens = min(self._burst, tokens + (now - last) * self._rate)
             if tokens < 1.0:
                 self._buckets[address] = (tokens, now)
                 return False
@@ -36,7 +39,7 @@ class RateLimiter:
     def _collect(self, now: float) -> None:
         """Forget sources idle long enough that their bucket would be full again."""
         self._last_gc = now
-        idle = PACKETS_BURSTABLE / PACKETS_PER_SECOND
+        idle = self._burst / self._rate
         self._buckets = {a: b for a, b in self._buckets.items() if now - b[1] <= idle}
 
     def __len__(self) -> int:
