@@ -291,6 +291,8 @@ class Interface:
         screen = device.screen_handshake
         load_window_start, load_window_count = 0.0, 0
         while True:
+            if sock.fileno() < 0:
+                return  # closed by a second listen-port change before this reader first ran
             try:
                 await trio.lowlevel.wait_readable(sock)
             except trio.ClosedResourceError:
@@ -437,19 +439,32 @@ class Interface:
     async def _link_watch(self) -> None:
         """Follow MTU changes (padding depends on it), notice the TUN vanishing,
         and let sends try remembered source addresses again when addresses change."""
-        with link.link_events_socket() as events:
-            while True:
+        while True:
+            try:
+                events = link.link_events_socket()
+            except OSError as exc:  # out of descriptors, say: the data path goes on
+                self.log.error(f"Cannot watch the link: {exc}; trying again in 1 s")
+                await trio.sleep(1)
+                continue
+            with events:
+                await self._watch_link_events(events)
+
+    async def _watch_link_events(self, events: socket.socket) -> None:
+        while True:
+            try:
                 mtu = link.mtu_of(self.name)
-                if mtu is None:
-                    raise InterfaceGone(self.name)
-                self.device.mtu = mtu
-                self.udp.addresses_changed()
-                await trio.lowlevel.wait_readable(events)
-                while True:
-                    try:
-                        events.recv(65536)
-                    except BlockingIOError:
-                        break
+            except OSError:
+                mtu = self.device.mtu  # cannot ask now (no descriptor): keep what we know
+            if mtu is None:
+                raise InterfaceGone(self.name)
+            self.device.mtu = mtu
+            self.udp.addresses_changed()
+            await trio.lowlevel.wait_readable(events)
+            while True:
+                try:
+                    events.recv(65536)
+                except BlockingIOError:
+                    break
 
     # ------------------------------------------------------------ configuration
 

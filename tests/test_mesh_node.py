@@ -11,6 +11,7 @@ import netns
 import pytest
 from meshlab import MeshNode, mesh_nodes, overlay
 from netns import Lab, wait_for
+from nodelab import MESHNODE
 
 netns_lab = netns.netns_lab
 
@@ -45,6 +46,11 @@ def test_three_machines_form_a_mesh_and_reach_each_other(netns_lab: Lab) -> None
     for node in nodes:
         members = node.members()
         assert {m["path"] for m in members.values()} == {"lan"}, members
+    # an invite as a QR code for the terminal (on stderr: stdout's last line stays the invite)
+    admin = nodes[0]
+    result = admin.ns.run(*MESHNODE, "invite", "--qr", "--name", "n9", env=admin.env)
+    assert "\u2588" in result.stderr.decode(), result.stderr
+    assert result.stdout.decode().strip().splitlines()[-1].startswith("mn1")
     # the admin's log says who joined with which invite
     _, log = nodes[0].cli("log")
     assert "n2" in log and "n3" in log and "joined with invite" in log, log
@@ -100,7 +106,7 @@ def test_a_member_offline_learns_what_changed_when_it_comes_back(netns_lab: Lab)
     assert b.reaches(overlay(d), within=10)
 
 
-@pytest.mark.parametrize("case", ["reused", "mistyped", "forged", "revoked", "expired"])
+@pytest.mark.parametrize("case", ["reused", "mistyped", "forged", "revoked", "expired", "garbage"])
 def test_a_bad_invite_is_refused_with_its_own_message(netns_lab: Lab, case: str) -> None:
     a, b, c = [node.start() for node in mesh_nodes(netns_lab, 3)]
     a.cli("init", "lab", "--member", "n1")
@@ -111,6 +117,7 @@ def test_a_bad_invite_is_refused_with_its_own_message(netns_lab: Lab, case: str)
         "forged": "forged",
         "revoked": "revoked",
         "expired": "expired",
+        "garbage": "not a meshnode invite",
     }[case]
     if case == "reused":
         b.cli("join", invite)
@@ -120,6 +127,8 @@ def test_a_bad_invite_is_refused_with_its_own_message(netns_lab: Lab, case: str)
         invite = invite[:position] + flipped + invite[position + 1 :]
     elif case == "forged":
         invite = forge(invite)
+    elif case == "garbage":
+        invite = "https://example.com/not-an-invite"
     elif case == "revoked":
         _, listing = a.cli("invites")
         invite_id = listing.split()[0]

@@ -38,7 +38,8 @@ def delete(name: str) -> None:
 
 
 def mtu_of(name: str) -> int | None:
-    """The interface's MTU, or None if it no longer exists."""
+    """The interface's MTU, or None if it no longer exists (OSError if it
+    cannot be asked: no socket to be had)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             result = fcntl.ioctl(s, SIOCGIFMTU, struct.pack("16si", name.encode(), 0))

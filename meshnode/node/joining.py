@@ -9,6 +9,7 @@ nothing is created in the kernel and nothing is left behind.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import time
 from collections.abc import Callable
 from io import StringIO
@@ -37,16 +38,15 @@ async def run_join(joiner: Joiner, progress: Callable[[str], None]) -> None:
     wakeup = trio.Event()
     inbox: list[Callable[[float], None]] = []
 
-    def configure(change: ConfigurePeer) -> None:
+    async def configure(change: ConfigurePeer) -> None:
         for network in change.allowed_ips:
             if network.version == 6:
                 overlay[change.public_key] = network.network_address
         endpoint = None
         if change.endpoint is not None:
-            host, port = change.endpoint
-            address = ipaddress.ip_address(host)
-            sockaddr = (host, port) if address.version == 4 else (host, port, 0, 0)
-            endpoint = Endpoint(sockaddr)
+            endpoint = await _resolve(*change.endpoint)
+            if endpoint is None:
+                progress(f"cannot resolve {change.endpoint[0]}: that endpoint is skipped")
         interface.apply(SetRequest(peers=[PeerChange(
             change.public_key, preshared_key=change.preshared_key, endpoint=endpoint,
             allowed_ips=[None, *change.allowed_ips], coordination_only=change.coordination_only,
@@ -61,9 +61,9 @@ async def run_join(joiner: Joiner, progress: Callable[[str], None]) -> None:
         inbox.append(lambda now: joiner.handle_device_event(event, now))
         wakeup.set()
 
-    def pump() -> None:
+    async def pump() -> None:
         for change in joiner.config_changes():
-            configure(change)
+            await configure(change)
         for recipient, payload in joiner.messages_to_send():
             destination = overlay.get(recipient)
             if destination is not None:
@@ -75,14 +75,14 @@ async def run_join(joiner: Joiner, progress: Callable[[str], None]) -> None:
     try:
         interface.apply(SetRequest(private_key=temp.private_key))
         for peer in temp.peers:
-            configure(peer)
+            await configure(peer)
         interface.device.coordination_port = COORDINATION_PORT
         interface.coordination_handler = on_message
         interface.event_handlers.append(on_event)
         async with trio.open_nursery() as nursery:
             await nursery.start(interface.run)
             joiner.start(time.time())
-            pump()
+            await pump()
             while joiner.state not in (JoinState.JOINED, JoinState.FAILED):
                 deadline = joiner.get_timer()
                 wait = 1.0 if deadline is None else max(0.0, deadline - time.time())
@@ -96,7 +96,25 @@ async def run_join(joiner: Joiner, progress: Callable[[str], None]) -> None:
                 deadline = joiner.get_timer()
                 if deadline is not None and deadline <= now:
                     joiner.handle_timer(now)
-                pump()
+                await pump()
             nursery.cancel_scope.cancel()
     finally:
         tun.close()
+
+
+async def _resolve(host: str, port: int) -> Endpoint | None:
+    """An invite's bootstrap endpoint (an IP literal or a DNS name) as an
+    Endpoint, or None if the name does not resolve."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            found = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except (OSError, UnicodeError):
+            return None
+        families = (socket.AF_INET, socket.AF_INET6)
+        sockaddrs = [info[4] for info in found if info[0] in families]
+        return Endpoint(tuple(sockaddrs[0])) if sockaddrs else None
+    if address.version == 4:
+        return Endpoint((str(address), port))
+    return Endpoint((str(address), port, 0, 0))

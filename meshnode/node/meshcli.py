@@ -137,11 +137,8 @@ def invite_main(argv: list[str]) -> int:
 
 
 def _print_qr(text: str) -> None:
-    try:
-        import qrcode  # type: ignore[import-not-found]
-    except ImportError:
-        print("(no QR code: the qrcode package is not installed)", file=sys.stderr)
-        return
+    import qrcode  # type: ignore[import-untyped]  # only here: most runs need no QR code
+
     code = qrcode.QRCode(border=1)
     code.add_data(text.upper())  # base32 in upper case fits the compact alphanumeric mode
     code.print_ascii(out=sys.stderr)

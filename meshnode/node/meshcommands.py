@@ -129,6 +129,8 @@ class MeshCommands:
     async def load(self, args: control.Args) -> Reply:
         """Take over a mesh that `meshnode join` just wrote to the state directory."""
         name = args.string("mesh") or ""
+        if not valid_name(name):
+            return _error(f"invalid mesh name {name[:70]!r}: 1-63 of a-z, 0-9 and '-'")
         if name in self.node.meshes:
             return _error(f"mesh {name} is already running on this node")
         if not self.node.store.exists(name):

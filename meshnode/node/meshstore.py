@@ -17,6 +17,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..mesh.codec import valid_name
 from ..mesh.state import MeshState, StateError
 from ..wireguard import keys
 from .statefiles import append_line, write_atomic
@@ -66,6 +67,8 @@ class MeshStore:
         self.root = Path(state_dir) / "meshes"
 
     def directory(self, name: str) -> Path:
+        if not valid_name(name):  # never a path outside, nor one the kernel refuses
+            raise StoreError(f"invalid mesh name {name[:70]!r}: 1-63 of a-z, 0-9 and '-'")
         return self.root / name
 
     def names(self) -> list[str]:
@@ -75,7 +78,7 @@ class MeshStore:
         return sorted(p.name for p in self.root.iterdir() if (p / "state").is_file())
 
     def exists(self, name: str) -> bool:
-        return (self.directory(name) / "state").is_file()
+        return valid_name(name) and (self.directory(name) / "state").is_file()
 
     def create(self, stored: StoredMesh) -> None:
         """Write a new mesh whole; StoreError if one of that name exists."""
