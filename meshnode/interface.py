@@ -36,6 +36,7 @@ from .wireguard.device import Device
 from .wireguard.drops import Drop
 from .wireguard.endpoint import Endpoint
 from .wireguard.events import PeerEvent
+from .wireguard.messages import INITIATION_SIZE, RESPONSE_SIZE
 from .wireguard.settings import SetRequest, apply_settings
 
 _TUN_BATCH = 128  # packets read from the TUN per wakeup (GSO sends up to 64 at once)
@@ -44,8 +45,6 @@ _UDP_BUFFER = 1 << 16
 _DELIVER_BATCH = 256  # inner packets gathered before writing them to the TUN
 _TXQUEUELEN = 5000  # the default 500 drops under load (PERF-NOTES)
 _ENDPOINT_CACHE = 4096  # source endpoints remembered; cleared whole when full
-_INITIATION_SIZE = 148
-_RESPONSE_SIZE = 92
 # Under load, the device stays under load while it reads at least this many
 # handshake messages a second (counted over windows of _LOAD_WINDOW seconds),
 # even when it keeps up with them and drains the socket.
@@ -314,7 +313,7 @@ class Interface:
                     handshakes += 1
                     if (
                         under_load
-                        and total == (_INITIATION_SIZE if kind == 1 else _RESPONSE_SIZE)
+                        and total == (INITIATION_SIZE if kind == 1 else RESPONSE_SIZE)
                         and not (buffer[1] or buffer[2] or buffer[3])
                     ):
                         # under load a handshake message costs its MACs and at

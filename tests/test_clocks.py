@@ -40,7 +40,6 @@ How meshnode stands (shown below with fake clocks, no root, no real time):
 from __future__ import annotations
 
 import contextlib
-import io
 import itertools
 import random
 import time
@@ -49,11 +48,9 @@ import pytest
 import trio
 import trio.testing
 from memnet import EPOCH, MemNet, Node, ip_packet
+from runtimelab import link, make_interface
 
-from meshnode.interface import Interface, Offloads
-from meshnode.log import ERROR, Logger
-from meshnode.net.tun import DetachedTun
-from meshnode.wireguard import keys, tai64n
+from meshnode.wireguard import tai64n
 from meshnode.wireguard.allowedips import parse_network
 from meshnode.wireguard.constants import REJECT_AFTER_TIME, REKEY_AFTER_TIME
 from meshnode.wireguard.device import Device
@@ -159,21 +156,6 @@ def test_rekeying_goes_on_for_hours_and_the_core_reads_no_clock(monkeypatch) -> 
 
 
 # ------------------------------------------------------------ 2. the runtime's epoch
-
-
-def make_interface(name: str) -> tuple[Interface, DetachedTun, bytes]:
-    tun = DetachedTun(name)
-    offloads = Offloads(gso=False, gro=False, tun_vnet=False)
-    interface = Interface(tun, Logger(name, ERROR, io.StringIO()),  # type: ignore[arg-type]
-                          offloads=offloads, watch_link=False)  # fmt: skip
-    private = keys.generate_private_key()
-    interface.uapi_set([f"private_key={private.hex()}"])
-    return interface, tun, keys.public_key(private)
-
-
-def link(a: Interface, b: Interface, b_key: bytes, b_inner: str) -> None:
-    a.uapi_set([f"public_key={b_key.hex()}", f"endpoint=127.0.0.1:{b.udp.port}",
-                f"allowed_ip={b_inner}/32"])  # fmt: skip
 
 
 class WallClock:

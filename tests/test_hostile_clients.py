@@ -34,19 +34,19 @@ def lab() -> Iterator[Lab]:
         yield created
 
 
-def uapi(ifname: str, data: bytes, timeout: float = 5.0) -> bytes:
-    """One request on its own connection: the answer up to its blank line, or
-    what came before the daemon closed the connection."""
+def request(path: Path, data: bytes, done: Callable[[bytes], bool], timeout: float) -> bytes:
+    """Send data on a new connection, then read until done(answer) or the
+    server closes the connection."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
-        sock.connect(str(SOCKET_DIR / f"{ifname}.sock"))
+        sock.connect(str(path))
         try:
             sock.sendall(data)
             sock.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError):
             pass  # closed on us while we sent: what came back is the answer
         answer = b""
-        while not (answer.endswith(b"\n\n") and b"errno=" in answer):
+        while not done(answer):
             try:
                 chunk = sock.recv(65536)
             except ConnectionResetError:
@@ -55,6 +55,15 @@ def uapi(ifname: str, data: bytes, timeout: float = 5.0) -> bytes:
                 break
             answer += chunk
     return answer
+
+
+def uapi(ifname: str, data: bytes, timeout: float = 5.0) -> bytes:
+    """One request on its own connection: the answer up to its blank line, or
+    what came before the daemon closed the connection."""
+    def done(answer: bytes) -> bool:
+        return answer.endswith(b"\n\n") and b"errno=" in answer
+
+    return request(SOCKET_DIR / f"{ifname}.sock", data, done, timeout)
 
 
 def get(ifname: str) -> bytes:
@@ -216,24 +225,7 @@ CONTROL_MALFORMED = [
 
 
 def control(path: Path, data: bytes) -> bytes:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(15)
-        sock.connect(str(path))
-        try:
-            sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        answer = b""
-        while not answer.endswith(b"\n"):
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            answer += chunk
-    return answer
+    return request(path, data, lambda answer: answer.endswith(b"\n"), 15)
 
 
 def test_malformed_control_requests_leave_meshnode_up_serving(lab: Lab) -> None:

@@ -6,39 +6,19 @@ peer events, a listen-port change, counters) on every machine."""
 
 from __future__ import annotations
 
-import io
 import itertools
 import socket
 
 import trio
 import trio.testing
 from memnet import ip_packet
+from runtimelab import link, make_interface
 
-from meshnode.interface import Interface, Offloads
-from meshnode.log import ERROR, Logger
 from meshnode.net.tun import DetachedTun
 from meshnode.wireguard import keys
 from meshnode.wireguard.drops import Drop
 from meshnode.wireguard.endpoint import Endpoint
 from meshnode.wireguard.events import HandshakeCompleted, PeerEvent
-
-
-def make_interface(name: str) -> tuple[Interface, DetachedTun, bytes]:
-    tun = DetachedTun(name)
-    offloads = Offloads(gso=False, gro=False, tun_vnet=False)
-    interface = Interface(tun, Logger(name, ERROR, io.StringIO()),  # type: ignore[arg-type]
-                          offloads=offloads, watch_link=False)  # fmt: skip
-    private = keys.generate_private_key()
-    interface.uapi_set([f"private_key={private.hex()}"])
-    return interface, tun, keys.public_key(private)
-
-
-def link(a: Interface, b: Interface, b_key: bytes, b_inner: str) -> None:
-    a.uapi_set([
-        f"public_key={b_key.hex()}",
-        f"endpoint=127.0.0.1:{b.udp.port}",
-        f"allowed_ip={b_inner}/32",
-    ])  # fmt: skip
 
 
 async def receive_packet(tun: DetachedTun) -> bytes:

@@ -29,6 +29,7 @@ from .validate import (
     MIN_MTU,
     check_interface_name,
     check_node,
+    parse_host_port,
     parse_table,
     split_dns,
     without_secrets,
@@ -232,8 +233,7 @@ def _mesh(table: _Table) -> MeshConfig:
         raise table.error("interface", problem)
     endpoints = table.strings("endpoints")
     for text in endpoints:
-        host, colon, port = text.rpartition(":")
-        if not colon or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        if parse_host_port(text) is None:
             raise table.error("endpoints", f"endpoint {text!r} is not HOST:PORT")
     return MeshConfig(
         name=name,

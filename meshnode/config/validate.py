@@ -101,3 +101,13 @@ def check_node(config: NodeConfig) -> None:
                               f"{ports[mesh.listen_port]}'s")  # fmt: skip
         if mesh.listen_port:
             ports[mesh.listen_port] = f"mesh {mesh.name}"
+
+
+def parse_host_port(text: str) -> tuple[str, int] | None:
+    """'HOST:PORT' or '[IPV6]:PORT' as (host, port), or None if it is not one
+    (a mesh's published endpoints: names are allowed, ports 0-65535)."""
+    host, colon, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not colon or not host or not (port.isascii() and port.isdigit()) or len(port) > 5:
+        return None
+    return (host, int(port)) if int(port) <= 65535 else None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..config.validate import check_interface_name
+from ..config.validate import check_interface_name, parse_host_port
 from ..mesh.addressing import new_mesh_id
 from ..mesh.authority import Authority
 from ..mesh.codec import valid_name
@@ -103,6 +103,8 @@ class MeshCommands:
         if not 0 <= port <= 65535:
             return _error(f"invalid port {port}")
         endpoints = args.strings("endpoints")
+        for text in endpoints:
+            _split(text)  # refused now, not skipped later
         private = keys.generate_private_key()
         state = found_mesh(
             mesh_id=new_mesh_id(),
@@ -201,10 +203,10 @@ class MeshCommands:
 
 
 def _split(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+    endpoint = parse_host_port(text)
+    if endpoint is None:
         raise ValueError(f"invalid endpoint {text!r}: HOST:PORT")
-    return host.strip("[]"), int(port)
+    return endpoint
 
 
 def _default_member_name() -> str:

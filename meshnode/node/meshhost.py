@@ -32,6 +32,7 @@ import trio
 from pyroute2 import IPRoute
 
 from ..config.model import InterfaceConfig, MeshConfig
+from ..config.validate import parse_host_port
 from ..interface import Interface
 from ..log import Logger
 from ..mesh.agent import AgentParams, MeshAgent
@@ -271,9 +272,9 @@ class MeshHost:
         port = self.settings.listen_port
         out: list[tuple[str, int]] = []
         for text in self.settings.endpoints:
-            host, _, port_text = text.rpartition(":")
-            if host and port_text.isascii() and port_text.isdigit():
-                out.append((host.strip("[]"), int(port_text)))
+            endpoint = parse_host_port(text)
+            if endpoint is not None:
+                out.append(endpoint)
         overlay = (self.agent.pool.ipv4, self.agent.pool.ipv6)
         with IPRoute() as ipr:
             names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
