@@ -158,6 +158,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "revoke": Subcommand(meshcli.revoke_main, "Revokes a member from a mesh (admin)"),
     "leave": Subcommand(meshcli.leave_main, "Leaves a mesh and takes its interface down"),
     "log": Subcommand(meshcli.log_main, "Shows a mesh's membership changes"),
+    "netcheck": Subcommand(meshcli.netcheck_main, "Reports the NAT and public address of a mesh"),
+    "ping": Subcommand(meshcli.ping_main, "Pings a member and says which path answered"),
 }
 
 

@@ -45,6 +45,7 @@ _UDP_BUFFER = 1 << 16
 _DELIVER_BATCH = 256  # inner packets gathered before writing them to the TUN
 _TXQUEUELEN = 5000  # the default 500 drops under load (PERF-NOTES)
 _ENDPOINT_CACHE = 4096  # source endpoints remembered; cleared whole when full
+_DISPATCH_ROUNDS = 16  # rounds of handlers (relaying, injecting) per flush, at most
 # Under load, the device stays under load while it reads at least this many
 # handshake messages a second (counted over windows of _LOAD_WINDOW seconds),
 # even when it keeps up with them and drains the socket.
@@ -59,6 +60,9 @@ DatagramMatcher = Callable[[bytes], bool]
 EventHandler = Callable[[PeerEvent], None]
 # The mesh agent's glue: (sender's public key, payload) of a coordination message.
 CoordinationHandler = Callable[[bytes, bytes], None]
+# The mesh glue's relay: a WireGuard datagram for a relayed endpoint becomes the
+# inner packet that carries it to the relay member (None: it cannot be carried).
+RelaySender = Callable[[bytes, Endpoint], bytes | None]
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,8 @@ class Interface:
         self.datagram_handlers: list[tuple[DatagramMatcher, DatagramHandler]] = []
         self.event_handlers: list[EventHandler] = []
         self.coordination_handler: CoordinationHandler | None = None
+        self.relay_sender: RelaySender | None = None
+        self._dispatching = False  # handlers run: injected work is flushed after them
         self.drops: Counter[Drop] = Counter()  # the runtime's own; see stats()
         self.last_tun_error = 0
         self._endpoints: dict[tuple, Endpoint] = {}  # (address, packet info) -> Endpoint
@@ -160,17 +166,47 @@ class Interface:
 
     def _send_and_deliver(self) -> None:
         device = self.device
-        if device.outbox.records:
-            self.udp.send_outbox(device.outbox)
-            device.outbox.clear()
-        if device.inbox.records:
-            self._deliver()
-        if device.other_datagrams:
-            self._dispatch_other_datagrams()
-        if device.events:
-            self._dispatch_events()
-        if device.coordination:
-            self._dispatch_coordination()
+        udp = self.udp
+        for _ in range(_DISPATCH_ROUNDS):
+            if device.outbox.records:
+                udp.send_outbox(device.outbox)
+                device.outbox.clear()
+                if udp.relayed:
+                    self._send_relayed()  # sealed for the relay: in the outbox again
+                    continue
+            if device.inbox.records:
+                self._deliver()
+            if not (device.other_datagrams or device.events or device.coordination):
+                return
+            # handlers may queue datagrams (relaying, answers) and inject some
+            self._dispatching = True
+            try:
+                if device.other_datagrams:
+                    self._dispatch_other_datagrams()
+                if device.events:
+                    self._dispatch_events()
+                if device.coordination:
+                    self._dispatch_coordination()
+            finally:
+                self._dispatching = False
+            device.settle()  # for what handlers injected
+            if not (device.outbox.records or device.inbox.records or device.other_datagrams
+                    or device.events or device.coordination):  # fmt: skip
+                return
+        # handlers kept making work (relays relaying through each other): what is
+        # left waits for the next flush, and nothing more is relayed this time
+        self.udp.relayed.clear()
+
+    def _send_relayed(self) -> None:
+        relayed, self.udp.relayed = self.udp.relayed, []
+        carry = self.relay_sender
+        now = self._now()
+        for datagram, endpoint in relayed:
+            packet = None if carry is None else carry(datagram, endpoint)
+            if packet is None:
+                self.drops[Drop.NO_RELAY] += 1
+            else:
+                self.device.send_coordination(packet, now)
 
     def _dispatch_coordination(self) -> None:
         found, self.device.coordination = self.device.coordination, []
@@ -407,20 +443,24 @@ class Interface:
         """Send a datagram that is not WireGuard's (STUN, a probe) from the
         interface's own socket, so it takes the WireGuard port's NAT mapping."""
         self.device.outbox.add(datagram, endpoint)
-        self._send_and_deliver()
+        if not self._dispatching:
+            self._send_and_deliver()
 
     def send_coordination(self, packet: bytes) -> None:
         """Send one of the mesh agent's coordination packets (an inner IP packet
         to a peer's coordination port) through the tunnel."""
         self.device.send_coordination(packet, self._now())
-        self._flush()
+        if not self._dispatching:
+            self._flush()
 
     def inject(self, datagram: bytes, source: Endpoint) -> None:
         """Take a datagram that arrived another way (through a relay) as if the
-        socket had received it from source."""
+        socket had received it from source. From a handler, what it decrypts
+        is delivered once the handlers are done."""
         view = memoryview(datagram)
         self.device.receive_batch(view, len(datagram), len(datagram), source, self._now())
-        self._flush()
+        if not self._dispatching:
+            self._flush()
 
     def stats(self) -> dict[str, object]:
         """Every counter of the interface: the device's drops, the runtime's and
@@ -459,11 +499,7 @@ class Interface:
             self.device.mtu = mtu
             self.udp.addresses_changed()
             await trio.lowlevel.wait_readable(events)
-            while True:
-                try:
-                    events.recv(65536)
-                except BlockingIOError:
-                    break
+            link.drain(events)
 
     # ------------------------------------------------------------ configuration
 

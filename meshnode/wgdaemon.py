@@ -23,7 +23,7 @@ import trio
 
 from . import __version__
 from .interface import Interface, InterfaceGone, Offloads
-from .log import SILENT, Logger, level_from_env
+from .log import SILENT, Logger, drain, level_from_env
 from .net import link
 from .net.tun import Tun, TunError
 from .net.unixsock import close_unix
@@ -41,6 +41,7 @@ async def run_daemon(tun: Tun, listener: socket.socket, log: Logger, offloads: O
     log.verbose("Device started")
     try:
         async with trio.open_nursery() as nursery:
+            await nursery.start(drain)  # log lines queue for it, never blocking the loop
             await nursery.start(interface.run)
             nursery.start_soon(uapi.serve, listener, interface, path, log)
             log.verbose("UAPI listener started")

@@ -32,6 +32,7 @@ from meshnode.mesh.messages import (
     PeerEntry,
     Peers,
     PeersRequest,
+    Punch,
     Push,
     Records,
     RejectReason,
@@ -98,6 +99,8 @@ EXAMPLES: list[Message] = [
     JoinReject(b"\x05" * 8, RejectReason.NAME_TAKEN, "the name laptop is taken"),
     Leave("bye"),
     Leave(),
+    Punch((("198.18.0.7", 41641), ("2001:db8::7", 51820)), "endpoint-dependent"),
+    Punch(()),
 ]
 
 
@@ -176,6 +179,8 @@ def accept(**change: Any) -> JoinAccept:
         lambda: JoinReject(bytes(8), "used", ""),  # type: ignore[arg-type]
         lambda: JoinReject(bytes(8), RejectReason.USED, "\x1b[31m"),
         lambda: Leave("x" * 201),
+        lambda: Punch((), "symmetric"),
+        lambda: Punch((("fe80::1%eth0", 1),)),
         lambda: accept(ipv4_cidr=IPv4Network("10.0.0.0/31")),
         lambda: accept(ipv6_prefix=IPv6Network("fd00::/48")),
         lambda: accept(mesh_name="Home"),

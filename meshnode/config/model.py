@@ -85,6 +85,10 @@ class MeshConfig:
     listen_port: int | None = None  # default: the port chosen at init/join
     persistent_keepalive: int | None = None  # toward rendezvous members (default 25 s)
     endpoints: list[str] = field(default_factory=list)  # HOST:PORT others reach this node at
+    # auto: relay for others if a rendezvous member, use relays when punching fails;
+    # never: relay nothing, use no relay; only: always through a relay, never probe
+    relay: str = "auto"
+    stun: list[str] = field(default_factory=list)  # HOST:PORT STUN servers (besides members)
     line: int | None = None
 
 

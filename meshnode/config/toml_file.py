@@ -60,7 +60,16 @@ _INTERFACE_KEYS = {
     "peer",
 }
 _GATEWAY_KEYS = {"out_interface"}
-_MESH_KEYS = {"name", "interface", "listen_port", "persistent_keepalive", "endpoints"}
+_MESH_KEYS = {
+    "name",
+    "interface",
+    "listen_port",
+    "persistent_keepalive",
+    "endpoints",
+    "relay",
+    "stun",
+}
+RELAY_POLICIES = ("auto", "never", "only")
 _PEER_KEYS = {
     "public_key",
     "preshared_key",
@@ -235,12 +244,22 @@ def _mesh(table: _Table) -> MeshConfig:
     for text in endpoints:
         if parse_host_port(text) is None:
             raise table.error("endpoints", f"endpoint {text!r} is not HOST:PORT")
+    relay = table.string("relay", "auto")
+    if relay not in RELAY_POLICIES:
+        choices = ", ".join(RELAY_POLICIES)
+        raise table.error("relay", f"relay must be one of {choices}, not {relay!r}")
+    stun = table.strings("stun")
+    for text in stun:
+        if parse_host_port(text) is None:
+            raise table.error("stun", f"STUN server {text!r} is not HOST:PORT")
     return MeshConfig(
         name=name,
         interface=interface,
         listen_port=table.integer("listen_port", 0, 65535),
         persistent_keepalive=table.integer("persistent_keepalive", 0, 65535),
         endpoints=endpoints,
+        relay=relay or "auto",
+        stun=stun,
         line=table.index.line(table.where),
     )
 

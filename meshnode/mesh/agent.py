@@ -7,13 +7,16 @@ device without touching it. The glue feeds it
                                                arrived through WireGuard
     handle_device_event(event, now)            the device's events
     set_local_candidates(candidates, now)      this node's own endpoints
+    handle_datagram(source, data, now)         probes and STUN that arrived on
+                                               the WireGuard socket itself
     handle_timer(now)                          when get_timer() is due
 
 and drains it, in this order, with config_changes() (ConfigurePeer /
 RemovePeer: apply them first, so messages to a new peer can go),
 messages_to_send() ((recipient key, payload): a datagram to
-COORDINATION_PORT on the recipient's overlay address) and next_event() (what
-to log). `now` is Unix time in seconds; there are no sockets, clocks,
+COORDINATION_PORT on the recipient's overlay address), datagrams_to_send()
+((host, port), bytes): sent from the WireGuard socket, outside the tunnel)
+and next_event() (what to log). `now` is Unix time in seconds; there are no sockets, clocks,
 logging or randomness here except the injected `random.Random` (pass a
 `random.SystemRandom()` in production: it also makes invite secrets).
 
@@ -55,6 +58,7 @@ from .messages import (
     MessageError,
     Peers,
     PeersRequest,
+    Punch,
     Push,
     Records,
     RejectReason,
@@ -65,6 +69,7 @@ from .messages import (
     encode,
 )
 from .peerconfig import PeerChange, RemovePeer
+from .probe import ProbeCodec, is_probe
 from .reach import Reach
 from .records import MemberRecord, RecordError, Signed, Tombstone
 from .state import MeshState
@@ -91,6 +96,7 @@ class AgentParams:
     away_after: float = 180.0  # a handshake after none for this long: catch up at once
     invite_linger: float = LINGER
     directory_retry: float = 60.0  # ask again for a member's candidates after this long
+    relay: str = "auto"  # auto; never: no relaying, for others or itself; only: always relayed
 
 
 class MeshAgent:
@@ -102,11 +108,14 @@ class MeshAgent:
         rng: random.Random | None = None,
         params: AgentParams | None = None,
         candidates: Sequence[Candidate] | None = None,
+        private_key: bytes | None = None,
     ) -> None:
         """Start from persisted state: configures every live member and catches up.
 
         `candidates` are this node's own endpoints if already known (as for
         `set_local_candidates`), so that the first HELLOs carry them.
+        `private_key` (this node's WireGuard key) authenticates path probes;
+        without it the agent does not probe (paths work by handshakes only).
         """
         state.check()
         self.params = params = params or AgentParams()
@@ -117,6 +126,7 @@ class MeshAgent:
         self.state = "member"
         self._left = dict(state.left)
         self._out: list[tuple[bytes, bytes]] = []
+        self._datagrams: list[tuple[tuple[str, int], bytes]] = []
         self._config: dict[bytes, PeerChange] = {}
         self._events: deque[ev.MeshEvent] = deque()
         self._drops: Counter[MeshDrop] = Counter()
@@ -132,6 +142,8 @@ class MeshAgent:
             keepalive=params.rendezvous_keepalive,
             retry=params.directory_retry,
             fanout=params.gossip.fanout,
+            codec=None if private_key is None else ProbeCodec(private_key, self.rng),
+            relay_policy=params.relay,
         )
         if candidates is not None:
             self.reach.set_local(candidates, now, active=False)
@@ -158,6 +170,10 @@ class MeshAgent:
 
     def messages_to_send(self) -> list[tuple[bytes, bytes]]:
         out, self._out = self._out, []
+        return out
+
+    def datagrams_to_send(self) -> list[tuple[tuple[str, int], bytes]]:
+        out, self._datagrams = self._datagrams, []
         return out
 
     def next_event(self) -> ev.MeshEvent | None:
@@ -197,11 +213,22 @@ class MeshAgent:
                 self.gossip.catch_up(now, first=event.public_key)
         self.reach.on_device_event(event, now)
 
-    def set_local_candidates(self, candidates: Sequence[Candidate], now: float) -> None:
+    def set_local_candidates(self, candidates: Sequence[Candidate], now: float,
+                             reflexive: Sequence[Candidate] = ()) -> None:  # fmt: skip
         """This node's own endpoints, best first: configured public endpoints, then
-        every local address with the listen port. Published to the other members."""
+        every local address with the listen port; then `reflexive`, the public
+        addresses STUN found (not local: they say nothing of which members share
+        this node's subnet). Published to the other members."""
         self._now = now
-        self.reach.set_local(candidates, now, active=self.state == "member")
+        self.reach.set_local(candidates, now, active=self.state == "member", reflexive=reflexive)
+
+    def handle_datagram(self, source: tuple[str, int], data: bytes, now: float) -> bool:
+        """A datagram that is not WireGuard's, from `source` on the WireGuard
+        socket: a path probe. False if it was not one this agent takes."""
+        self._now = now
+        if self.state != "member" or not is_probe(data):
+            return False
+        return self.reach.on_probe(source, data, now)
 
     def handle_message(self, sender: bytes, payload: bytes, now: float) -> None:
         self._now = now
@@ -247,6 +274,8 @@ class MeshAgent:
                 self.reach.on_peers(sender, message, now)
             case Leave():
                 self._member_left(sender, now)
+            case Punch():
+                self.reach.on_punch(sender, message, now)
             case JoinRequest() if self.admin is None:
                 self.drop(MeshDrop.NOT_ADMIN)
                 text = reject_text(RejectReason.NOT_ADMIN, None, None)
@@ -260,6 +289,9 @@ class MeshAgent:
         self._out.append((key, encode(message)))
         if self.members.is_live(key):
             self.reach.note_send(key, now)
+
+    def send_datagram(self, destination: tuple[str, int], datagram: bytes) -> None:
+        self._datagrams.append((destination, datagram))
 
     def send_raw(self, key: bytes, payload: bytes) -> None:
         self._out.append((key, payload))

@@ -74,6 +74,7 @@ class MessageType(enum.IntEnum):
     JOIN_ACCEPT = 10
     JOIN_REJECT = 11
     LEAVE = 12
+    PUNCH = 13
 
 
 class HelloKind(enum.IntEnum):
@@ -608,6 +609,38 @@ class Leave(Message):
         return cls(items[0])
 
 
+NAT_KINDS = ("unknown", "endpoint-independent", "endpoint-dependent")
+
+
+@dataclass(frozen=True)
+class Punch(Message):
+    """A "probe me now": the sender is probing the receiver's candidates and asks it
+    to probe these (its current candidates, reflexive ones included) at the same
+    moment, so both NATs open towards each other. `nat` is the sender's mapping
+    behaviour as its netcheck found it (for `status` to say why a path is relayed)."""
+
+    TYPE: ClassVar = MessageType.PUNCH
+    FIELDS: ClassVar = 2
+
+    candidates: tuple[Candidate, ...]
+    nat: str = "unknown"
+
+    def __post_init__(self) -> None:
+        c = _checker("PUNCH")
+        c.instance(self.candidates, "candidates", tuple)
+        check_candidates(c, self.candidates)
+        if self.nat not in NAT_KINDS:
+            c.fail(f"unknown NAT kind {str(self.nat)[:40]!r}")
+
+    def fields(self) -> list[Any]:
+        return [[list(x) for x in self.candidates], self.nat]
+
+    @classmethod
+    def from_fields(cls, c: Checker, items: Sequence[Any]) -> Punch:
+        cands, nat = items
+        return cls(check_candidates(c, cands), c.text(nat, "nat", 40))
+
+
 _TYPES: dict[int, type[Message]] = {
     cls.TYPE: cls
     for cls in (
@@ -623,6 +656,7 @@ _TYPES: dict[int, type[Message]] = {
         JoinAccept,
         JoinReject,
         Leave,
+        Punch,
     )
 }
 

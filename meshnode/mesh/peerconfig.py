@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
+from .paths import Target
 from .records import MemberRecord
 
 Network = IPv4Network | IPv6Network
@@ -23,14 +24,15 @@ class ConfigurePeer:
     """Add the peer or replace its configuration.
 
     `endpoint` None leaves the device's endpoint as it is (a new peer then
-    has none until it writes first, which WireGuard's roaming picks up).
+    has none until it writes first, which WireGuard's roaming picks up); a
+    `Relay` is the peer reached through that relay member.
     `coordination_only` marks an invite's temporary peer: the runtime hands
     its packets to the agent (coordination port only) and never to the TUN.
     """
 
     public_key: bytes
     allowed_ips: tuple[Network, ...]
-    endpoint: HostPort | None = None
+    endpoint: Target | None = None
     persistent_keepalive: int = 0
     preshared_key: bytes | None = field(default=None, repr=False)
     coordination_only: bool = False

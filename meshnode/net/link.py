@@ -48,6 +48,16 @@ def mtu_of(name: str) -> int | None:
     return struct.unpack_from("16si", result)[1]
 
 
+def drain(sock: socket.socket) -> None:
+    """Read every pending notification of a link events socket (their content
+    does not matter: the reader looks again at what it follows)."""
+    while True:
+        try:
+            sock.recv(65536)
+        except BlockingIOError:
+            return
+
+
 def link_events_socket() -> socket.socket:
     """A non-blocking netlink socket that becomes readable on any change of a
     link or of a local address."""

@@ -94,6 +94,8 @@ class UdpSockets:
         self._source_controls: dict[LocalSource, tuple] = {}
         self._reply_controls: dict[bytes, tuple] = {}  # received packet info -> send control
         self.last_send_error = 0  # errno of the last failed send, for stats
+        # datagrams for relayed endpoints, left by send_outbox for the runtime
+        self.relayed: list[tuple[bytes, Endpoint]] = []
         for _ in range(10 if port == 0 else 1):
             v4 = _open(socket.AF_INET, port, fwmark, gro)
             chosen = v4.getsockname()[1]
@@ -209,6 +211,10 @@ class UdpSockets:
         while i < count:
             offset, size, endpoint = records[i]
             end = offset + size
+            if endpoint.via is not None:  # through a relay member: the runtime's to send
+                self.relayed.append((bytes(view[offset:end]), endpoint))
+                i += 1
+                continue
             j = i + 1
             if gso:
                 while j < count and j - i < _MAX_GSO_SEGMENTS:

@@ -18,7 +18,7 @@ import trio
 from ..mesh.invite import InviteError, parse_invite
 from ..mesh.join import DEFAULT_TIMEOUT, Joiner, JoinError
 from ..wireguard import keys
-from . import control
+from . import control, overlayping
 from .joining import run_join
 from .meshcommands import DEFAULT_TTL, _default_member_name
 from .meshhost import interface_name
@@ -220,11 +220,41 @@ def status_main(argv: list[str]) -> int:
         for member in mesh["members"]:
             endpoint = member["endpoint"]
             where = f"{endpoint[0]}:{endpoint[1]}" if endpoint else "-"
+            if member.get("via"):
+                where = f"via {member['via']}"
             heard = member["heard_ago"]
             heard_text = "never" if heard is None else f"{heard:.0f} s ago"
+            rtt = f" {member['rtt_ms']} ms" if member.get("rtt_ms") is not None else ""
             print(f"  {member['name']:<20} {member['ipv4']:<15} {member['path']:<7} {where:<24} "
-                  f"heard {heard_text}")  # fmt: skip
+                  f"heard {heard_text}{rtt}")  # fmt: skip
+            if member.get("why"):
+                print(f"  {'':<20} why: {member['why']}")
     return 0
+
+
+def netcheck_main(argv: list[str]) -> int:
+    args = _parse(argv, _mesh_and_json)
+    reply = _ask("netcheck", mesh=args.mesh, timeout=30)
+    if args.json:
+        print(json.dumps(reply["report"], indent=2))
+        return 0
+    print(f"Report (mesh {reply['mesh']}, from its WireGuard socket):")
+    for line in reply["lines"]:
+        print(f"  {line}")
+    return 0
+
+
+def ping_main(argv: list[str]) -> int:
+    def build(p: argparse.ArgumentParser) -> None:
+        p.add_argument("member", help="a member's name (or overlay address)")
+        p.add_argument("mesh", nargs="?", help="the mesh (default: the only one)")
+        p.add_argument("-c", "--count", type=int, default=4, help="pings to send (default 4)")
+        p.add_argument("-6", dest="v6", action="store_true", help="ping the IPv6 address")
+        p.add_argument("--until-direct", action="store_true",
+                       help="ping until the path is direct (or LAN), at most 60 s")  # fmt: skip
+
+    args = _parse(argv, build)
+    return overlayping.run(args, _ask)
 
 
 def members_main(argv: list[str]) -> int:

@@ -52,6 +52,7 @@ class MeshCommands:
             "revoke": self.revoke,
             "leave": self.leave,
             "mesh-log": self.log,
+            "netcheck": self.netcheck,
         }
 
     async def handle(self, command: str, args: control.Args) -> Reply | None:
@@ -187,8 +188,21 @@ class MeshCommands:
         for name in names:
             host = self._pick(control.Args({"mesh": name}))
             status = host.call(lambda agent, now: agent.status(now))
-            meshes.append({**jsonable(status), "interface": host.ifname})
+            meshes.append(
+                {**jsonable(status), "interface": host.ifname, "traversal": host.traversal()}
+            )
         return {"ok": True, "meshes": meshes}
+
+    async def netcheck(self, args: control.Args) -> Reply:
+        host = self._pick(args)
+        report = await host.nat.fresh_report()
+        if report is None:
+            return _error(
+                "no STUN server to ask: add stun = [\"HOST:PORT\", ...] to the mesh's "
+                "[[mesh]] table, or wait until a rendezvous member's address is known"
+            )
+        return {"ok": True, "mesh": host.name, "report": report.to_json(),
+                "lines": report.describe()}  # fmt: skip
 
     async def revoke(self, args: control.Args) -> Reply:
         host = self._pick(args)

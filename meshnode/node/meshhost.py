@@ -9,7 +9,11 @@ owns its peers. The glue
 - applies the agent's peer changes with `Interface.apply`,
 - sends the agent's messages as UDP to the coordination port of the
   recipient's overlay address, through the tunnel,
-- wakes the agent at its timer, tells it this node's local addresses,
+- wakes the agent at its timer, tells it this node's local addresses and
+  the public ones its netcheck found (meshnat.py),
+- hands it the path probes that arrive on the WireGuard socket and sends
+  the ones it makes from that socket,
+- carries WireGuard datagrams for relayed endpoints (meshrelay.py),
 - writes its state (atomically) after changes and logs membership changes.
 
 Handlers called from the data path only queue and wake the agent task, so
@@ -37,7 +41,11 @@ from ..interface import Interface
 from ..log import Logger
 from ..mesh.agent import AgentParams, MeshAgent
 from ..mesh.messages import COORDINATION_PORT
+from ..mesh.paths import Relay
 from ..mesh.peerconfig import ConfigurePeer, PeerChange, RemovePeer
+from ..mesh.probe import is_probe
+from ..mesh.relayframes import is_frame
+from ..nat.netcheck import NetReport
 from ..wgtool.model import DeviceUpdate
 from ..wireguard.coordination import coordination_packet
 from ..wireguard.endpoint import Endpoint
@@ -45,11 +53,17 @@ from ..wireguard.events import PeerEvent
 from ..wireguard.settings import PeerChange as DevicePeerChange
 from ..wireguard.settings import SetRequest
 from .hosted import HostedInterface
+from .meshnat import NatWatch
+from .meshrelay import RelayGlue
 from .meshstore import MeshStore, StoredMesh
 
 _INBOX_LIMIT = 4096  # coordination messages waiting for the agent; more are dropped
+_PROBES_PER_SECOND = 500  # path probes taken from the socket per second, at most
 _SAVE_INTERVAL = 1.0  # s: state written at most this often (and on the way down)
 _CANDIDATES_INTERVAL = 30.0  # s between looks at the local addresses
+# The overlay's MTU: a relayed datagram (WireGuard in a relay frame in WireGuard)
+# must still fit a 1500-byte underlay, as in Tailscale.
+MESH_MTU = 1280
 
 
 def interface_name(mesh_name: str) -> str:
@@ -64,6 +78,7 @@ class MeshHost:
         self.name = stored.name
         self.settings = stored.settings
         params = AgentParams()
+        stun: list[str] = []
         if config is not None:  # the [[mesh]] table of the node's configuration wins
             self.settings.interface = config.interface or self.settings.interface
             if config.listen_port is not None:
@@ -73,19 +88,30 @@ class MeshHost:
                 params = dataclasses.replace(
                     params, rendezvous_keepalive=config.persistent_keepalive
                 )
+            params = dataclasses.replace(params, relay=config.relay)
+            stun = list(config.stun)
         self.log = Logger(f"mesh {stored.name}", log_level)
-        self.agent = MeshAgent(stored.state, time.time(), params=params)
+        self.agent = MeshAgent(
+            stored.state, time.time(), params=params, private_key=stored.private_key
+        )
         self.hosted = HostedInterface(self._interface_config(stored), log_level)
         self.interface: Interface | None = None
         self.cancel_scope = trio.CancelScope()
         self.stopped = trio.Event()
         self.dropped_messages = 0
+        self.dropped_probes = 0
+        self._probe_second = self._probe_count = 0
         self._overlay: dict[bytes, ipaddress.IPv6Address] = {}  # peer -> where messages go
         self._source = stored.state.record.ipv6  # where this node's messages come from
         self._inbox: deque[Callable[[float], None]] = deque()
         self._wakeup = trio.Event()
+        self.agent_errors = 0
         self._dirty = False
         self._last_save = 0.0
+        self._local: list[tuple[str, int]] = []  # this node's own addresses
+        self._reflexive: list[tuple[str, int]] = []  # its public ones, from the netcheck
+        self.relay = RelayGlue(self.agent, self._overlay, lambda: self._source, params.relay)
+        self.nat = NatWatch(self.agent, stun, self.log, self._on_report)
 
     @property
     def ifname(self) -> str:
@@ -108,6 +134,7 @@ class MeshHost:
                 ipaddress.IPv6Interface(f"{record.ipv6}/{prefix6}"),
             ],
             table="off",  # the addresses' own routes cover the mesh; the agent owns the peers
+            mtu=MESH_MTU,
             path=str(self.store.directory(stored.name)),
         )
 
@@ -121,6 +148,7 @@ class MeshHost:
                 with self.cancel_scope:
                     self._attach()
                     nursery.start_soon(self._candidates_loop)
+                    nursery.start_soon(self.nat.run)
                     task_status.started()
                     await self._agent_loop()
                 await self.hosted.stop()
@@ -145,6 +173,9 @@ class MeshHost:
         interface.device.coordination_port = COORDINATION_PORT
         interface.coordination_handler = self._on_message
         interface.event_handlers.append(self._on_event)
+        interface.datagram_handlers.append((is_probe, self._on_probe))
+        self.relay.attach(interface)
+        self.nat.attach(interface)
         self._pump(time.time())
 
     # ------------------------------------------------------------ from the data path
@@ -157,7 +188,26 @@ class MeshHost:
         self._wakeup.set()
 
     def _on_message(self, sender: bytes, payload: bytes) -> None:
+        if is_frame(payload):  # relayed traffic: in the data path, never queued
+            self.relay.on_frame(sender, payload)
+            return
         self._queue(lambda now: self.agent.handle_message(sender, payload, now))
+
+    def _on_probe(self, datagram: bytes, source: Endpoint) -> None:
+        """Probes from members only (the claimed key, before any crypto), at most
+        _PROBES_PER_SECOND, so strangers cannot crowd out messages and events."""
+        if not self.agent.members.is_live(bytes(datagram[5:37])):
+            self.dropped_probes += 1
+            return
+        second = int(time.monotonic())
+        if second != self._probe_second:
+            self._probe_second, self._probe_count = second, 0
+        self._probe_count += 1
+        if self._probe_count > _PROBES_PER_SECOND:
+            self.dropped_probes += 1
+            return
+        address = (source.sockaddr[0], source.sockaddr[1])
+        self._queue(lambda now: self.agent.handle_datagram(address, datagram, now))
 
     def _on_event(self, event: PeerEvent) -> None:
         self._queue(lambda now: self.agent.handle_device_event(event, now))
@@ -175,12 +225,20 @@ class MeshHost:
             self._wakeup = trio.Event()
             now = time.time()
             while self._inbox:
-                self._inbox.popleft()(now)
+                self._guarded(self._inbox.popleft(), now)
             deadline = self.agent.get_timer()
             if deadline is not None and deadline <= now:
-                self.agent.handle_timer(now)
+                self._guarded(self.agent.handle_timer, now)
             self._pump(now)
             self._save()
+
+    def _guarded(self, work: Callable[[float], object], now: float) -> None:
+        """A bug in the agent is logged and counted, never the node's end."""
+        try:
+            work(now)
+        except Exception as exc:
+            self.agent_errors += 1
+            self.log.error(f"The mesh agent failed: {exc!r}")
 
     def call(self, action: Callable[[MeshAgent, float], Any]) -> Any:
         """Run an action on the agent (a control command) and send what it queued."""
@@ -205,6 +263,10 @@ class MeshHost:
             interface.send_coordination(
                 coordination_packet(self._source, destination, COORDINATION_PORT, payload)
             )
+        for (host, port), datagram in self.agent.datagrams_to_send():
+            endpoint = _literal_endpoint(host, port)
+            if endpoint is not None:
+                interface.send_datagram(datagram, endpoint)
         while (event := self.agent.next_event()) is not None:
             self._dirty = True
             text = event.describe()
@@ -230,7 +292,9 @@ class MeshHost:
                 self._overlay[change.public_key] = network.network_address
                 break
         endpoint = None
-        if change.endpoint is not None:
+        if isinstance(change.endpoint, Relay):
+            endpoint = Endpoint.relayed(change.endpoint.key, change.public_key)
+        elif change.endpoint is not None:
             endpoint = _literal_endpoint(*change.endpoint)
         return DevicePeerChange(
             change.public_key,
@@ -240,6 +304,23 @@ class MeshHost:
             allowed_ips=[None, *change.allowed_ips],
             coordination_only=change.coordination_only,
         )
+
+    def traversal(self) -> dict[str, Any]:
+        """NAT traversal's view for status: the last netcheck, the relay policy
+        and counters, the path probes' counters."""
+        report = self.nat.report
+        return {
+            "relay_policy": self.relay.policy,
+            "relays_for_others": self.relay.relays_for_others(),
+            "nat": self.agent.reach.nat,
+            "netcheck": None if report is None else report.to_json(),
+            "netcheck_at": self.nat.report_at,
+            "relay": dict(self.relay.stats),
+            "probes": dict(self.agent.reach.probe_stats),
+            "stun": dict(self.nat.stats),
+            "dropped_probes": self.dropped_probes,
+            "agent_errors": self.agent_errors,
+        }
 
     def _save(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -262,8 +343,25 @@ class MeshHost:
             except OSError as exc:
                 self.log.error(f"Cannot list the local addresses: {exc}")
             else:
-                self._queue(lambda now, c=candidates: self.agent.set_local_candidates(c, now))
+                self._local = candidates
+                self._publish_candidates()
             await trio.sleep(_CANDIDATES_INTERVAL)
+
+    def _publish_candidates(self) -> None:
+        """The local addresses, then the public ones the netcheck found."""
+        local = list(self._local)
+        reflexive = [c for c in self._reflexive if c not in local]
+        self._queue(lambda now: self.agent.set_local_candidates(local, now, reflexive))
+
+    def _on_report(self, report: NetReport) -> None:
+        # behind an endpoint-dependent NAT the address STUN saw is good for the STUN
+        # server only: publishing it would only make others probe in vain
+        hard = report.mapping == "endpoint-dependent"
+        reflexive = [] if hard else [a for a in (report.ipv4, report.ipv6) if a is not None]
+        self._queue(lambda now: self.agent.reach.set_nat(report.mapping, now))
+        if reflexive != self._reflexive:
+            self._reflexive = reflexive
+            self._publish_candidates()
 
     def _local_candidates(self) -> list[tuple[str, int]]:
         """Configured endpoints first, then every usable local address with the

@@ -31,7 +31,7 @@ from typing import Any
 import trio
 
 from ..config import DEFAULT_CONFIG, ConfigError, InterfaceConfig, NodeConfig, load_config
-from ..log import Logger
+from ..log import Logger, drain
 from . import control
 from .hosted import BringUpError, HostedInterface, NeedsRestart
 from .meshcommands import MeshCommands
@@ -72,6 +72,7 @@ class Node:
         BringUpError if one could not come up (the others are down again)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await nursery.start(drain)  # log lines queue for it, never blocking the loop
             if signals is not None:
                 nursery.start_soon(self._handle_signals, signals)
             try:

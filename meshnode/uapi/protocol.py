@@ -201,7 +201,8 @@ def format_get(device: Device) -> str:
         lines.append(f"public_key={to_hex(peer.public_key)}")
         lines.append(f"preshared_key={to_hex(peer.preshared_key)}")
         lines.append("protocol_version=1")
-        if peer.endpoint is not None:
+        if peer.endpoint is not None and peer.endpoint.via is None:
+            # a relayed endpoint has no address wg could show; `meshnode status` names the relay
             lines.append(f"endpoint={format_endpoint(peer.endpoint.sockaddr)}")
         ns = 0 if peer.last_handshake is None else round(peer.last_handshake * 1e9)
         lines.append(f"last_handshake_time_sec={ns // 1_000_000_000}")

@@ -49,7 +49,8 @@ def is_coordination(packet: bytes | bytearray | memoryview, length: int, port: i
     return length >= 28 and coordination_payload(packet, 0, length, port) is not None
 
 
-def _checksum(data: bytes) -> int:
+def internet_checksum(data: bytes) -> int:
+    """RFC 1071's ones' complement sum (IPv6 UDP's checksum, ICMP's)."""
     if len(data) % 2:
         data += b"\0"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -66,7 +67,7 @@ def coordination_packet(source: ipaddress.IPv6Address, destination: ipaddress.IP
     src, dst = source.packed, destination.packed
     pseudo = src + dst + struct.pack("!IxxxB", udp_length, _UDP)
     header = struct.pack("!HHHH", port, port, udp_length, 0)
-    checksum = _checksum(pseudo + header + payload) or 0xFFFF
+    checksum = internet_checksum(pseudo + header + payload) or 0xFFFF
     udp = struct.pack("!HHHH", port, port, udp_length, checksum) + payload
     ip = _V6_HEADER.pack(6 << 28, udp_length, _UDP, 64, src, dst)
     return ip + udp

@@ -233,6 +233,8 @@ class Device:
         old = peer.endpoint
         if old is source:
             return
+        if source.to is not None and source.to != peer.public_key:
+            return  # a relay named another sender: keep the path this peer has
         peer.endpoint = source
         if old is None or old.sockaddr != source.sockaddr:
             self.events.append(EndpointChanged(peer.public_key, old, source))

@@ -42,6 +42,7 @@ class Drop(enum.StrEnum):
     SEND_FAILED = "send_failed"  # any other error of sendto/sendmsg
     NO_SOCKET_FOR_FAMILY = "no_socket_for_family"  # e.g. an IPv6 peer on a host without IPv6
     TUN_WRITE_FAILED = "tun_write_failed"
+    NO_RELAY = "no_relay"  # a datagram for a relayed endpoint, and no relay path to carry it
 
 
 class Fallback(enum.StrEnum):

@@ -10,6 +10,12 @@ Two endpoints are equal when both the remote address and the local source
 are: a datagram from the same peer address to another local address is a
 new path (its replies leave from another address). `same_remote` compares
 the remote part only, which is what "the peer roamed" means.
+
+A relayed endpoint (`Endpoint.relayed`) is a peer reached through another
+member of the mesh: `via` is the relay's public key, `to` the peer's. The
+core treats it as any other path (roaming to it and away from it); the
+runtime hands datagrams for it to the relay glue instead of the socket. Its
+`sockaddr` is a label ("relay:<hex of via>", 0) that no socket accepts.
 """
 
 from __future__ import annotations
@@ -58,9 +64,11 @@ class LocalSource:
 class Endpoint:
     """A peer's address (and the local address replies leave from, if known)."""
 
-    __slots__ = ("_cookie_bytes", "_hash", "family", "local", "sockaddr")
+    __slots__ = ("_cookie_bytes", "_hash", "family", "local", "sockaddr", "to", "via")
 
     def __init__(self, sockaddr: SocketAddress, local: LocalSource | None = None) -> None:
+        self.via: bytes | None = None
+        self.to: bytes | None = None
         if len(sockaddr) == 2:
             self.family = socket.AF_INET
             sockaddr = (sockaddr[0], sockaddr[1])
@@ -73,6 +81,19 @@ class Endpoint:
         self.local = local
         self._hash = hash((sockaddr, local))
         self._cookie_bytes: bytes | None = None
+
+    @classmethod
+    def relayed(cls, via: bytes, to: bytes) -> Endpoint:
+        """The peer `to`, reached through the relay member `via`."""
+        endpoint = cls.__new__(cls)
+        endpoint.family = 0  # no socket of this node sends to it
+        endpoint.sockaddr = (f"relay:{via.hex()}", 0)
+        endpoint.local = None
+        endpoint.via, endpoint.to = via, to
+        endpoint._hash = hash((endpoint.sockaddr, to))
+        # mac2 cookies and the rate limiter count a relayed peer by its relay
+        endpoint._cookie_bytes = b"relay" + via
+        return endpoint
 
     @property
     def host(self) -> str:
@@ -111,11 +132,14 @@ class Endpoint:
             isinstance(other, Endpoint)
             and self.sockaddr == other.sockaddr
             and self.local == other.local
+            and self.to == other.to
         )
 
     def __hash__(self) -> int:
         return self._hash
 
     def __repr__(self) -> str:
+        if self.via is not None:
+            return f"Endpoint(relay via {self.via.hex()[:8]})"
         local = "" if self.local is None else f" via {self.local.address}"
         return f"Endpoint({self.sockaddr!r}{local})"
