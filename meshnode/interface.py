@@ -116,6 +116,8 @@ class Interface:
         self.coordination_handler: CoordinationHandler | None = None
         self.relay_sender: RelaySender | None = None
         self._dispatching = False  # handlers run: injected work is flushed after them
+        self._coordination_out: list[bytes] = []  # sent by handlers, sealed after them
+        self._injected: list[tuple[bytes, Endpoint]] = []  # taken by handlers, opened after
         self.drops: Counter[Drop] = Counter()  # the runtime's own; see stats()
         self.last_tun_error = 0
         self._endpoints: dict[tuple, Endpoint] = {}  # (address, packet info) -> Endpoint
@@ -189,6 +191,11 @@ class Interface:
                     self._dispatch_coordination()
             finally:
                 self._dispatching = False
+            if self._injected:
+                self._open_injected()
+            if self._coordination_out:
+                packets, self._coordination_out = self._coordination_out, []
+                device.send_coordination_batch(packets, self._now())
             device.settle()  # for what handlers injected
             if not (device.outbox.records or device.inbox.records or device.other_datagrams
                     or device.events or device.coordination):  # fmt: skip
@@ -200,13 +207,31 @@ class Interface:
     def _send_relayed(self) -> None:
         relayed, self.udp.relayed = self.udp.relayed, []
         carry = self.relay_sender
-        now = self._now()
+        packets = []
         for datagram, endpoint in relayed:
             packet = None if carry is None else carry(datagram, endpoint)
             if packet is None:
                 self.drops[Drop.NO_RELAY] += 1
             else:
-                self.device.send_coordination(packet, now)
+                packets.append(packet)
+        if packets:
+            self.device.send_coordination_batch(packets, self._now())
+
+    def _open_injected(self) -> None:
+        """Open what handlers injected, runs of equal-size datagrams from one
+        endpoint at once, as UDP GRO would have delivered them."""
+        injected, self._injected = self._injected, []
+        now = self._now()
+        i, count = 0, len(injected)
+        while i < count:
+            datagram, source = injected[i]
+            size = len(datagram)
+            j = i + 1
+            while j < count and injected[j][1] is source and len(injected[j][0]) == size:
+                j += 1
+            run = b"".join(d for d, _ in injected[i:j]) if j - i > 1 else datagram
+            self.device.receive_batch(memoryview(run), len(run), size, source, now)
+            i = j
 
     def _dispatch_coordination(self) -> None:
         found, self.device.coordination = self.device.coordination, []
@@ -449,18 +474,22 @@ class Interface:
     def send_coordination(self, packet: bytes) -> None:
         """Send one of the mesh agent's coordination packets (an inner IP packet
         to a peer's coordination port) through the tunnel."""
+        if self._dispatching:  # a handler relaying: sealed with the others after it
+            self._coordination_out.append(packet)
+            return
         self.device.send_coordination(packet, self._now())
-        if not self._dispatching:
-            self._flush()
+        self._flush()
 
     def inject(self, datagram: bytes, source: Endpoint) -> None:
         """Take a datagram that arrived another way (through a relay) as if the
         socket had received it from source. From a handler, what it decrypts
         is delivered once the handlers are done."""
+        if self._dispatching:
+            self._injected.append((datagram, source))
+            return
         view = memoryview(datagram)
         self.device.receive_batch(view, len(datagram), len(datagram), source, self._now())
-        if not self._dispatching:
-            self._flush()
+        self._flush()
 
     def stats(self) -> dict[str, object]:
         """Every counter of the interface: the device's drops, the runtime's and

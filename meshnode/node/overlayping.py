@@ -78,7 +78,7 @@ def _find(meshes: list[dict], wanted: str, mesh: str | None) -> tuple[dict, dict
 def _path_text(member: dict) -> str:
     path = member["path"]
     if path == "relayed":
-        return f"relayed via {member.get('via') or '?'}"
+        return f"relay {member.get('via') or '?'}"
     endpoint = member.get("endpoint")
     if path in ("direct", "lan") and endpoint:
         return f"{path} {endpoint[0]}:{endpoint[1]}"

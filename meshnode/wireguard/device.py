@@ -478,9 +478,17 @@ class Device:
     def send_coordination(self, packet: bytes, now: float) -> None:
         """Route and seal one of the agent's own coordination packets (the TUN
         may not send to the coordination port; the agent may)."""
-        slot = bytearray(len(packet) + PADDING_MULTIPLE)
-        slot[: len(packet)] = packet
-        seal_batch(self, [memoryview(slot)], [len(packet)], 1, now, from_tun=False)
+        self.send_coordination_batch([packet], now)
+
+    def send_coordination_batch(self, packets: list[bytes], now: float) -> None:
+        """Route and seal several (relay frames come in runs): one pass, one settle."""
+        slots, lengths = [], []
+        for packet in packets:
+            slot = bytearray(len(packet) + PADDING_MULTIPLE)
+            slot[: len(packet)] = packet
+            slots.append(memoryview(slot))
+            lengths.append(len(packet))
+        seal_batch(self, slots, lengths, len(slots), now, from_tun=False)
         self.settle()
 
     def settle(self) -> None:
