@@ -15,6 +15,16 @@ Phases, each bounded in count and time:
    with tcpdump) replayed and mutated, handshake messages built with
    meshnode.wireguard for A's key (valid mac1, unknown peer) and mutated,
    cookie replies and transport messages with A's live receiver index;
+   and a share (`--mesh-share`, 15 %) to the mesh interface's port instead
+   (MeshCorpus): STUN (binding requests with random txids, which must be
+   answered, mutated, truncated, random attributes, a wrong cookie, responses
+   nobody asked for), path probes (the magic and random bytes, the admin's own
+   key as the sender, a live member's key with forged boxes, probes sealed
+   with that member's private key: pings, replays, pongs, bad plaintexts, and
+   mutations) and junk. The member is a third `meshnode up` in ns b that joins
+   the mesh and is stopped (offline, still in the roster). The sender reads
+   what comes back: binding responses (txid and mapped address checked) and
+   pongs (opened, txid and observed address checked);
    pings go through the tunnel meanwhile;
 2. UAPI: `--requests` mutated requests; sets go to the spare interface z
    (reset now and then), gets to the tunnel's and the mesh's sockets too;
@@ -37,7 +47,13 @@ xfail, so that a run can show what else holds.
 Checks: no traceback in either node's log, both nodes up, resident memory and
 open files flat, every datagram that reached A's sockets counted as a drop
 (kernel: /proc/PID/net/snmp InDatagrams; node: `meshnode stats`), and pings
-through the tunnel afterwards.
+through the tunnel afterwards. For the mesh port, exactly: each datagram sent
+there is counted by the part of the node its own sorting sends it to (the
+mesh interface's receive drops in `meshnode stats`; `traversal.stun`;
+`traversal.dropped_probes` and `traversal.probes` in `meshnode status --json`)
+or dropped by the kernel at that socket (/proc/PID/net/udp's drops column);
+every answered binding request and member ping answered back to the sender;
+no mesh agent failure or datagram handler failure counted.
 """
 
 from __future__ import annotations
@@ -219,6 +235,239 @@ class DatagramCorpus:
         return "initiation", mutate(rng, initiation)
 
 
+# ---------------------------------------------------------------- datagrams to a mesh port
+
+
+def mesh_route(datagram: bytes) -> str:
+    """Where a datagram to a mesh interface's socket goes, by the node's own
+    sorting (interface.py, meshhost.py, meshnat.py): "wireguard" (the device:
+    a drop, for anything the fuzzer makes), "probe" (meshhost's _on_probe),
+    "stun" (meshnat's on_datagram) or "unknown" (a drop, unknown_datagram)."""
+    from meshnode.mesh.probe import is_probe
+    from meshnode.nat.stun import is_stun
+    from meshnode.wireguard.messages import is_wireguard
+
+    if is_wireguard(datagram):
+        return "wireguard"
+    if is_probe(datagram):
+        return "probe"
+    if is_stun(datagram):
+        return "stun"
+    return "unknown"
+
+
+def stun_outcome(datagram: bytes) -> str:
+    """What meshnat should count for a STUN-shaped datagram (before its rate
+    limit): "request" (to be answered), "malformed", "not_binding", "response"
+    (no netcheck of the node's matches it: "unmatched")."""
+    from meshnode.nat.stun import METHOD_BINDING, StunClass, StunError, StunMessage
+
+    try:
+        message = StunMessage.parse(datagram)
+    except StunError:
+        return "malformed"
+    if message.method != METHOD_BINDING:
+        return "not_binding"
+    return "request" if message.msg_class is StunClass.REQUEST else "response"
+
+
+class MeshCorpus:
+    """Datagrams for a mesh interface's WireGuard socket: STUN (binding
+    requests that must be answered, mutated, truncated, with random
+    attributes, a wrong cookie, other classes and methods), path probes (the
+    magic with random bytes; the admin's own key as the sender; a live
+    member's key: forged boxes, and probes sealed with the member's private key
+    -- pings to be answered, replays, pongs nobody asked for, bad plaintexts --
+    and mutations of those), WireGuard-shaped and random junk.
+
+    `expect` keeps, per datagram made, where the node's own sorting sends it
+    (mesh_route) and for STUN what it should count (stun_outcome)."""
+
+    def __init__(self, rng: random.Random, target_public: bytes,
+                 member_private: bytes | None) -> None:  # fmt: skip
+        from meshnode.mesh import probe
+        from meshnode.nat import stun
+
+        self.rng, self.stun, self.probe = rng, stun, probe
+        self.target = target_public
+        self.codec = None
+        self.member_public = os.urandom(32)
+        if member_private is not None:
+            self.codec = probe.ProbeCodec(member_private, random.Random(rng.randrange(2**32)))
+            self.member_public = self.codec.public_key
+        self.made: dict[str, int] = {}
+        self.expect: dict[str, int] = {}
+        self.binding_txids: set[bytes] = set()  # well-formed binding requests sent
+        self.ping_txids: set[bytes] = set()  # sealed pings sent
+        self.pings: list[bytes] = []  # some sealed pings, for replays
+
+    def next(self) -> bytes:
+        kind, datagram = self._make()
+        self.made[kind] = self.made.get(kind, 0) + 1
+        route = mesh_route(datagram)
+        if route == "stun":
+            route = f"stun-{stun_outcome(datagram)}"
+            if route == "stun-request":
+                self.binding_txids.add(datagram[8:20])
+        self.expect[route] = self.expect.get(route, 0) + 1
+        return datagram
+
+    def _binding(self) -> bytes:
+        rng, stun = self.rng, self.stun
+        return stun.binding_request(os.urandom(12), change_ip=rng.random() < 0.2,
+                                    change_port=rng.random() < 0.2,
+                                    software=rng.choice((None, "fuzz", "é" * 200)),
+                                    fingerprint=rng.random() < 0.7)  # fmt: skip
+
+    def _attributes(self) -> bytes:
+        """A well-formed message of a random class and (mostly binding) method
+        with random attributes: unknown comprehension-required ones, address
+        attributes with odd families, MESSAGE-INTEGRITY, FINGERPRINT."""
+        rng, stun = self.rng, self.stun
+        attrs = []
+        for _ in range(rng.randrange(6)):
+            kind = rng.choice((stun.ATTR_XOR_MAPPED_ADDRESS, stun.ATTR_MAPPED_ADDRESS,
+                               stun.ATTR_ERROR_CODE, stun.ATTR_CHANGE_REQUEST,
+                               stun.ATTR_USERNAME, stun.ATTR_OTHER_ADDRESS, stun.ATTR_SOFTWARE,
+                               stun.ATTR_UNKNOWN_ATTRIBUTES, stun.ATTR_RESPONSE_PORT,
+                               rng.randrange(0x8000), rng.randrange(0x10000)))  # fmt: skip
+            value = os.urandom(rng.choice((0, 1, 4, 8, 20, rng.randrange(300))))
+            if rng.random() < 0.3:
+                value = bytes([0, rng.choice((1, 2, 0, 3))]) + value[2:]
+            attrs.append((kind, value))
+        method = rng.choice((stun.METHOD_BINDING,) * 3 + (0, 3, rng.randrange(0x1000)))
+        msg_class = rng.choice(list(stun.StunClass))
+        message = stun.StunMessage(method, msg_class, os.urandom(12), tuple(attrs))
+        key = os.urandom(16) if rng.random() < 0.3 else None
+        return message.encode(integrity_key=key, fingerprint=rng.random() < 0.5,
+                              pad=rng.choice((0, 0x20, 0xFF)))  # fmt: skip
+
+    def _make(self) -> tuple[str, bytes]:
+        rng, stun, probe = self.rng, self.stun, self.probe
+        roll = rng.random()
+        if roll < 0.15:  # well-formed binding requests, random txids: answered
+            return "stun-binding", self._binding()
+        if roll < 0.25:
+            data = bytearray(mutate(rng, self._binding()))
+            if rng.random() < 0.5 and len(data) >= 20:  # the length field fixed up: parsed
+                data += bytes(-len(data) % 4)
+                data[2:4] = struct.pack("!H", min(0xFFFF, len(data) - 20))
+            return "stun-mutated", bytes(data)
+        if roll < 0.30:  # truncated (the length field left as it was, or fixed up)
+            data = bytearray(self._binding()[: rng.randrange(0, 40)])
+            if len(data) >= 4 and rng.random() < 0.5:
+                data[2:4] = struct.pack("!H", max(0, len(data) - 20))
+            return "stun-truncated", bytes(data)
+        if roll < 0.40:
+            return "stun-attributes", self._attributes()
+        if roll < 0.44:
+            return "stun-attributes-mutated", mutate(rng, self._attributes())
+        if roll < 0.47:  # a wrong magic cookie
+            data = bytearray(self._binding())
+            data[4 + rng.randrange(4)] ^= 1 << rng.randrange(8)
+            return "stun-cookie", bytes(data)
+        if roll < 0.50:  # responses nobody asked for (no netcheck of the node's)
+            response = stun.binding_response(os.urandom(12), (F_UNDERLAY, rng.randrange(65536)))
+            return "stun-response", response
+        # ---- probes
+        header_kind = rng.choice((probe.PING, probe.PONG, probe.PING, 0, 3, 255))
+        if roll < 0.56:  # the magic and random bytes, some shorter than a probe
+            size = rng.choice((0, 1, 20, 40, probe.MIN_SIZE - 1, probe.MIN_SIZE, 100, 1400,
+                               rng.randrange(200)))  # fmt: skip
+            return "probe-random", probe.MAGIC + os.urandom(size)
+        if roll < 0.60:  # the admin's own key as the sender: not a live member
+            return "probe-own-key", (
+                probe.MAGIC
+                + bytes([header_kind])
+                + self.target
+                + os.urandom(rng.choice((12 + 28, 12 + 35, 12 + 47, 100)))
+            )
+        if roll < 0.65:  # a member's key (random if no member), a box of random bytes
+            return "probe-member-forged", (
+                probe.MAGIC
+                + bytes([header_kind])
+                + self.member_public
+                + os.urandom(rng.choice((12 + 28, 12 + 35, 12 + 47, 12 + 16, 12, 300)))
+            )
+        if self.codec is not None and roll < 0.80:
+            return self._sealed()
+        if roll < 0.86:  # a probe (sealed by the member if there is one), mutated
+            base = (
+                self._sealed()[1]
+                if self.codec is not None
+                else (probe.MAGIC + bytes([probe.PING]) + self.member_public + os.urandom(40))
+            )
+            return "probe-mutated", mutate(rng, base)
+        if roll < 0.93:  # WireGuard-shaped junk: the mesh device's drops
+            kind = rng.choice((1, 2, 3, 4))
+            size = rng.choice((4, 32, 92, 148, 64, rng.randrange(300)))
+            return "wireguard-junk", bytes([kind, 0, 0, 0]) + os.urandom(max(0, size - 4))
+        return "random", os.urandom(rng.choice((0, 1, 4, 19, 20, 21, 24, 48,
+                                                rng.randrange(1500))))  # fmt: skip
+
+    def _sealed(self) -> tuple[str, bytes]:
+        """Probes sealed with the member's private key for the admin."""
+        rng, probe, codec = self.rng, self.probe, self.codec
+        assert codec is not None
+        roll = rng.random()
+        txid = os.urandom(12)
+        if roll < 0.5 or not self.pings:  # a ping: answered with a pong (rate limit aside)
+            ping = codec.ping(self.target, txid)
+            self.ping_txids.add(txid)
+            if len(self.pings) < 64:
+                self.pings.append(ping)
+            return "probe-sealed-ping", ping
+        if roll < 0.65:  # a replay: counted as such (or answered, if the first was dropped)
+            return "probe-sealed-replay", rng.choice(self.pings)
+        if roll < 0.8:  # a pong for no ping of ours
+            observed = rng.choice(((F_UNDERLAY, 1), ("::1", 65535), ("10.99.0.1", 51830)))
+            return "probe-sealed-pong", codec.pong(self.target, txid, observed)
+        # bad plaintexts in a good box: a ping with a tail, a pong with a bad address,
+        # an unknown kind
+        kind = rng.choice((probe.PING, probe.PONG, 3))
+        plain = txid + rng.choice((b"", b"\x04", b"\x04" + bytes(6), b"\x06" + bytes(18),
+                                   b"\x05" + bytes(6), os.urandom(rng.randrange(40))))  # fmt: skip
+        if kind == probe.PING:  # an empty tail makes it a good ping after all
+            self.ping_txids.add(txid)
+        header = probe.MAGIC + bytes([kind]) + codec.public_key
+        nonce = os.urandom(12)
+        box = codec._derive(self.target).encrypt(nonce, plain, header)
+        return "probe-sealed-bad", header + nonce + box
+
+    def take_answer(self, datagram: bytes, port: int, answers: dict[str, int]) -> None:
+        """Sort a datagram the node sent back to one of the fuzzer's sockets."""
+        stun, probe = self.stun, self.probe
+
+        def count(key: str) -> None:
+            answers[key] = answers.get(key, 0) + 1
+
+        if stun.is_stun(datagram):
+            try:
+                response = stun.parse_binding_response(datagram)
+            except stun.StunError:
+                return count("stun-unparsable")
+            if response.transaction_id not in self.binding_txids:
+                return count("stun-unknown-txid")
+            if response.mapped != (F_UNDERLAY, port):
+                return count("stun-wrong-mapped-address")
+            return count("stun-binding-answers")
+        if probe.is_probe(datagram) and self.codec is not None:
+            try:
+                pong = self.codec.open(datagram)
+            except probe.ProbeError:
+                return count("probe-unopenable")
+            if pong.sender != self.target:
+                return count("probe-not-from-the-admin")
+            if pong.kind == probe.PING:  # the admin probes the path the member's pings came by
+                return count("probe-pings-from-the-admin")
+            if pong.txid not in self.ping_txids:
+                return count("probe-pong-unknown-txid")
+            if pong.observed != (F_UNDERLAY, port):
+                return count("probe-pong-wrong-observed")
+            return count("probe-pongs")
+        count("other")
+
+
 def send_main(argv: list[str]) -> int:
     """The sender (runs inside the fuzzer's namespace): prints one JSON line."""
     p = argparse.ArgumentParser(prog="fuzzlib.py send")
@@ -229,16 +478,55 @@ def send_main(argv: list[str]) -> int:
     p.add_argument("--rate", type=float, required=True)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--time-limit", type=float, default=600)
+    p.add_argument("--mesh-target", help="HOST:PORT of a mesh interface's WireGuard socket")
+    p.add_argument("--mesh-key", help="the mesh interface's public key (base64)")
+    p.add_argument("--member-key", help="a live member's private key (base64), for probes")
+    p.add_argument("--mesh-share", type=float, default=0.0,
+                   help="the share of the datagrams that go to --mesh-target")  # fmt: skip
     args = p.parse_args(argv)
     from meshnode.wireguard import keys
 
+    rng = random.Random(args.seed)
     host, port = args.target.rsplit(":", 1)
-    corpus = DatagramCorpus(random.Random(args.seed), keys.from_base64(args.key),
-                            read_pcap(Path(args.pcap)))  # fmt: skip
+    corpus = DatagramCorpus(rng, keys.from_base64(args.key), read_pcap(Path(args.pcap)))
     sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(8)]
     for sock in sockets:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
     target = (host, int(port))
+    share = args.mesh_share if args.mesh_target else 0.0
+    mesh_corpus = mesh_target = None
+    mesh_sockets: list[socket.socket] = []
+    mesh = {"sent": 0, "errors": 0, "answers": {}}
+    if share:
+        mesh_host, mesh_port = args.mesh_target.rsplit(":", 1)
+        mesh_target = (mesh_host, int(mesh_port))
+        member = keys.from_base64(args.member_key) if args.member_key else None
+        mesh_corpus = MeshCorpus(random.Random(args.seed + 1), keys.from_base64(args.mesh_key),
+                                 member)  # fmt: skip
+        # their own sockets, bound, so that the node's answers can be read and counted
+        for _ in range(4):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+            sock.bind(("0.0.0.0", 0))
+            sock.setblocking(False)
+            mesh_sockets.append(sock)
+
+    def read_answers() -> int:
+        got = 0
+        for sock in mesh_sockets:
+            while True:
+                try:
+                    datagram = sock.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:  # an ICMP error reported on the socket
+                    mesh["answers"]["icmp_errors"] = mesh["answers"].get("icmp_errors", 0) + 1
+                    continue
+                got += 1
+                assert mesh_corpus is not None
+                mesh_corpus.take_answer(datagram, sock.getsockname()[1], mesh["answers"])
+        return got
+
     sent = errors = oversize = 0
     started = time.monotonic()
     burst = 64
@@ -246,6 +534,19 @@ def send_main(argv: list[str]) -> int:
     while sent + errors + oversize < args.count and time.monotonic() < deadline:
         sock = sockets[(sent // burst) % len(sockets)]  # several source ports
         for _ in range(min(burst, args.count - sent - errors - oversize)):
+            to_mesh = share and rng.random() < share
+            if to_mesh:
+                assert mesh_corpus is not None and mesh_target is not None
+                datagram = mesh_corpus.next()
+                mesh_sock = mesh_sockets[mesh["sent"] % len(mesh_sockets)]
+                try:
+                    mesh_sock.sendto(datagram, mesh_target)
+                    sent += 1
+                    mesh["sent"] += 1
+                except OSError:
+                    errors += 1
+                    mesh["errors"] += 1
+                continue
             datagram = corpus.next()
             if len(datagram) > 65507:
                 oversize += 1
@@ -255,13 +556,24 @@ def send_main(argv: list[str]) -> int:
                 sent += 1
             except OSError:
                 errors += 1
+        read_answers()
         ahead = started + (sent + errors) / args.rate - time.monotonic()
         if ahead > 0:
             time.sleep(ahead)
     elapsed = time.monotonic() - started
+    if mesh_corpus is not None:  # the last answers
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < 1.0:
+            if read_answers():
+                quiet_since = time.monotonic()
+            time.sleep(0.05)
+        mesh.update(kinds=mesh_corpus.made, expect=mesh_corpus.expect,
+                    binding_requests=len(mesh_corpus.binding_txids),
+                    sealed_pings=len(mesh_corpus.ping_txids),
+                    ports=[s.getsockname()[1] for s in mesh_sockets])  # fmt: skip
     print(json.dumps({"sent": sent, "errors": errors, "oversize": oversize,
                       "elapsed": elapsed, "kinds": corpus.made,
-                      "captured": len(corpus.captured)}))  # fmt: skip
+                      "captured": len(corpus.captured), "mesh": mesh}))  # fmt: skip
     return 0
 
 
@@ -613,14 +925,104 @@ def udp_snmp(pid: int) -> dict[str, int]:
     return dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True))
 
 
-def recv_drops(stats: dict) -> tuple[int, dict[str, int]]:
-    """The sum of receive-side drops of every interface, and by reason."""
+def recv_drops(stats: dict, exclude: str | None = None) -> tuple[int, dict[str, int]]:
+    """The sum of receive-side drops of every interface (but `exclude`), and by reason."""
     by_reason: dict[str, int] = {}
-    for iface in stats.values():
+    for name, iface in stats.items():
+        if name == exclude:
+            continue
         for reason, count in iface.get("drops", {}).items():
             if reason not in SEND_SIDE:
                 by_reason[reason] = by_reason.get(reason, 0) + count
     return sum(by_reason.values()), by_reason
+
+
+def udp_socket_drops(pid: int, port: int) -> int:
+    """The kernel's receive drops (full buffer) of the UDP sockets bound to a
+    port, from /proc/PID/net/udp and udp6 (the last column)."""
+    total = 0
+    for name in ("udp", "udp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]:
+                parts = line.split()
+                if len(parts) > 12 and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                    total += int(parts[-1])
+    return total
+
+
+# what the mesh host and its agent count for datagrams on the mesh socket
+STUN_COUNTERS = ("answered", "malformed", "not_binding", "unmatched", "rate_limited", "responses")
+PROBE_COUNTERS = ("bad", "not_member", "replayed", "bad_source", "pings_answered",
+                  "pong_unmatched", "pongs")  # fmt: skip
+
+
+def mesh_counters(status: list[dict], stats: dict, ifname: str, pid: int, port: int) -> dict:
+    """Everything that counts a datagram read from (or dropped at) the mesh
+    interface's socket, flat: device drops by reason, traversal.stun,
+    dropped_probes, traversal.probes, the agent's failures, socket drops."""
+    entry = next((e for e in status if e.get("interface") == ifname), None)
+    traversal = (entry or {}).get("traversal") or {}
+    found = {f"drops.{k}": v for k, v in (stats.get(ifname) or {}).get("drops", {}).items()
+             if k not in SEND_SIDE}  # fmt: skip
+    found |= {f"stun.{k}": v for k, v in (traversal.get("stun") or {}).items()}
+    found |= {f"probes.{k}": v for k, v in (traversal.get("probes") or {}).items()}
+    found["dropped_probes"] = traversal.get("dropped_probes", 0)
+    found["agent_errors"] = traversal.get("agent_errors", 0)
+    found["socket_drops"] = udp_socket_drops(pid, port)
+    return found
+
+
+def mesh_accounting(before: dict, after: dict) -> dict[str, int]:
+    """The change of each counter, and the datagrams each part of the node says
+    it took: "device" (the mesh interface's receive drops: WireGuard-shaped and
+    unknown datagrams), "stun", "probe" (dropped before the agent, or counted
+    by it), "kernel" (the socket's buffer was full)."""
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)}
+    delta = {k: v for k, v in delta.items() if v}
+    return {
+        "device": sum(v for k, v in delta.items() if k.startswith("drops.")),
+        "stun": sum(delta.get(f"stun.{k}", 0) for k in STUN_COUNTERS),
+        "probe": delta.get("dropped_probes", 0)
+        + sum(delta.get(f"probes.{k}", 0) for k in PROBE_COUNTERS),
+        "kernel": delta.get("socket_drops", 0),
+        "delta": delta,  # type: ignore[dict-item]
+    }
+
+
+def make_member(lab, ns, invite: str) -> tuple[bytes | None, str, list[str]]:
+    """A live member's private key: a second `meshnode up` in `ns` joins the
+    mesh with `invite` and is stopped (it stays in the roster: a member
+    that is offline). None, and why, if it did not work; the tracebacks the
+    member node logged."""
+    from netns import wait_for
+
+    from meshnode.wireguard import keys
+
+    root = lab.tmp_path / "node-member"
+    (root / "wg").mkdir(parents=True)
+    env = {**os.environ, "MESHNODE_RUN_DIR": str(root / "run"),
+           "MESHNODE_STATE_DIR": str(root / "state"), "WG_SOCKET_DIR": str(root / "wg"),
+           "LOG_LEVEL": "verbose", "MESHNODE_CONFIG": str(root / "no-config.toml")}  # fmt: skip
+    process = ns.spawn(*MESHNODE, "up", env=env)
+    try:
+
+        def answers() -> bool:
+            if not process.running():
+                raise AssertionError(f"the member's meshnode up exited:\n{process.log()}")
+            return ns.run(*MESHNODE, "stats", env=env, check=False, timeout=10).returncode == 0
+
+        wait_for(answers, 30, "the member node")
+        r = ns.run(*MESHNODE, "join", invite, "--name", "member", "--timeout", "20", env=env,
+                   check=False, timeout=60)  # fmt: skip
+        output = (r.stdout + r.stderr).decode(errors="replace")
+        if r.returncode != 0:
+            key, note = None, f"join failed: {output.strip()[-500:]}"
+        else:
+            key_file = root / "state" / "meshes" / MESH_NAME / "private.key"
+            key, note = keys.from_base64(key_file.read_text().strip()), output.strip()
+    finally:
+        process.stop(10)
+    return key, note.splitlines()[-1] if key else note, tracebacks(process.log())
 
 
 @dataclass
@@ -631,6 +1033,81 @@ class Result:
     def check(self, ok: bool, what: str) -> None:
         if not ok:
             self.failures.append(what)
+
+
+def check_mesh_datagrams(result: Result, mesh: dict, accounted: dict, out=print) -> None:
+    """Every datagram the sender put on the mesh port counted by the part of the
+    node its sorting sends it to (exactly, unless the socket's buffer overflowed:
+    then within the socket's drops), the binding requests answered (but for the
+    rate limit) with the right address, the member's pings answered with pongs."""
+    sent, expect = mesh.get("sent", 0), mesh.get("expect", {})
+    answers, delta = mesh.get("answers", {}), accounted.get("delta", {})
+    kernel = accounted.get("kernel", 0)
+    want = {"device": expect.get("wireguard", 0) + expect.get("unknown", 0),
+            "stun": sum(v for k, v in expect.items() if k.startswith("stun-")),
+            "probe": expect.get("probe", 0)}  # fmt: skip
+    got = {k: accounted.get(k, 0) for k in want}
+    stun_want = {"request": expect.get("stun-request", 0),
+                 "malformed": expect.get("stun-malformed", 0),
+                 "not_binding": expect.get("stun-not_binding", 0),
+                 "response": expect.get("stun-response", 0)}  # fmt: skip
+    stun_got = {
+        "request": delta.get("stun.answered", 0) + delta.get("stun.rate_limited", 0),
+        "malformed": delta.get("stun.malformed", 0),
+        "not_binding": delta.get("stun.not_binding", 0),
+        "response": delta.get("stun.unmatched", 0) + delta.get("stun.responses", 0),
+    }
+    answered = delta.get("stun.answered", 0)
+    pings_answered = delta.get("probes.pings_answered", 0)
+    result.figures["mesh_datagrams"] = {
+        "sent": sent, "send_errors": mesh.get("errors", 0), "kinds": mesh.get("kinds"),
+        "expected_by_route": want, "accounted_by_route": got, "socket_drops": kernel,
+        "stun_expected": stun_want, "stun_counted": stun_got, "counters": delta,
+        "answers_received": answers, "binding_requests": mesh.get("binding_requests"),
+        "sealed_pings": mesh.get("sealed_pings"),
+    }  # fmt: skip
+    out(f"mesh port: {sent} datagrams sent, kinds {json.dumps(mesh.get('kinds'), sort_keys=True)}")
+    out(
+        f"  by route expected {json.dumps(want, sort_keys=True)}, counted "
+        f"{json.dumps(got, sort_keys=True)}, {kernel} dropped by the kernel (socket buffer)"
+    )
+    out(f"  STUN expected {json.dumps(stun_want, sort_keys=True)}, counted "
+        f"{json.dumps(stun_got, sort_keys=True)}")  # fmt: skip
+    out(f"  node counters: {json.dumps(delta, sort_keys=True)}")
+    out(f"  answers received: {json.dumps(answers, sort_keys=True)}")
+    taken = sum(got.values())
+    result.check(taken + kernel == sent,
+                 f"mesh port: {sent} datagrams sent, {taken} counted by the node and {kernel} "
+                 f"dropped by the kernel")  # fmt: skip
+    for part, expected in [*want.items(), *((f"stun {k}", v) for k, v in stun_want.items())]:
+        counted = got[part] if part in got else stun_got[part.split()[1]]
+        result.check(expected - kernel <= counted <= expected,
+                     f"mesh port: {expected} datagrams for {part} but {counted} counted "
+                     f"({kernel} kernel drops)")  # fmt: skip
+    if stun_want["request"]:
+        result.check(answered > 0, "mesh port: no binding request answered")
+    result.check(answered * 0.95 <= answers.get("stun-binding-answers", 0) <= answered,
+                 f"mesh port: {answered} binding requests answered, "
+                 f"{answers.get('stun-binding-answers', 0)} answers received")  # fmt: skip
+    result.check(pings_answered * 0.95 <= answers.get("probe-pongs", 0) <= pings_answered,
+                 f"mesh port: {pings_answered} pings answered, "
+                 f"{answers.get('probe-pongs', 0)} pongs received")  # fmt: skip
+    if mesh.get("sealed_pings"):
+        result.check(pings_answered > 0, "mesh port: no ping of the member answered")
+    wrong = {
+        k: v
+        for k, v in answers.items()
+        if k not in ("stun-binding-answers", "probe-pongs", "probe-pings-from-the-admin")
+    }
+    result.check(not wrong, f"mesh port: unexpected answers {wrong}")
+    result.check(answers.get("probe-pings-from-the-admin", 0) <= delta.get("probes.pings_sent", 0),
+                 "mesh port: more pings from the admin than it says it sent")  # fmt: skip
+    result.check(not delta.get("agent_errors"), f"the mesh agent failed "
+                 f"{delta.get('agent_errors')} times (see the node's log)")  # fmt: skip
+    result.check(
+        not delta.get("drops.handler_failed"),
+        f"a datagram handler failed {delta.get('drops.handler_failed')} times",
+    )
 
 
 def tracebacks(log: str) -> list[str]:
@@ -678,7 +1155,7 @@ table = "off"
 
 def run(count: int, requests: int, joins: int, rate: float, seed: int, time_limit: float,
         rss_slack_kib: int, out=print, logs_dir: str | None = None,
-        avoid_known: bool = False) -> Result:  # fmt: skip
+        avoid_known: bool = False, mesh_share: float = 0.15) -> Result:  # fmt: skip
     from netns import Lab, require_netns, wait_for
     from nodelab import Node, new_key, write_private
 
@@ -744,6 +1221,30 @@ def run(count: int, requests: int, joins: int, rate: float, seed: int, time_limi
         cli("a", "init", MESH_NAME, "--member", "adm", "--port", str(MESH_PORT),
             "--endpoint", f"{A_UNDERLAY}:{MESH_PORT}")  # fmt: skip
         pid_a, pid_b = nodes["a"].process.pid, nodes["b"].process.pid  # type: ignore[union-attr]
+        # the mesh interface as the node shows it, and a live member's key for the probes
+        mesh_if, mesh_port, mesh_public, member_private = None, 0, "", None
+        if mesh_share and count:
+            from meshnode.wireguard import keys
+
+            status_a = json.loads(cli("a", "status", "--json")[1])
+            entry = next(e for e in status_a if e.get("mesh_name") == MESH_NAME)
+            mesh_if = entry["interface"]
+            mesh_port = stats("a").get(mesh_if, {}).get("listen_port") or MESH_PORT
+            key_file = nodes["a"].run_dir / "state" / "meshes" / MESH_NAME / "private.key"
+            mesh_public = keys.to_base64(keys.public_key(keys.from_base64(
+                key_file.read_text().strip())))  # fmt: skip
+            made = a.run(*MESHNODE, "invite", "--name", "member", "--ttl", "1h", env=envs["a"],
+                         timeout=60)  # fmt: skip
+            t0 = time.monotonic()
+            member_private, note, member_tracebacks = make_member(
+                lab, b, made.stdout.decode().strip().splitlines()[-1]
+            )
+            fig["mesh_member"] = {"note": note, "seconds": round(time.monotonic() - t0, 1),
+                                  "tracebacks": member_tracebacks}  # fmt: skip
+            out(f"mesh {MESH_NAME}: interface {mesh_if}, port {mesh_port}; a member for the "
+                f"probes: {note} ({fig['mesh_member']['seconds']} s)")  # fmt: skip
+            result.check(member_private is not None, f"no member for the probes: {note}")
+            result.check(not member_tracebacks, f"the member node logged {member_tracebacks}")
         ping(2)
         time.sleep(1)
         base = {"a": proc_figures(pid_a), "b": proc_figures(pid_b)}
@@ -754,12 +1255,33 @@ def run(count: int, requests: int, joins: int, rate: float, seed: int, time_limi
         try:
             # ---------------- 1. datagrams
             if count:
-                snmp0, (drops0, _) = udp_snmp(pid_a), recv_drops(stats("a"))
+
+                def mesh_now() -> dict:
+                    if mesh_if is None:
+                        return {}
+                    status = json.loads(cli("a", "status", "--json")[1])
+                    return mesh_counters(status, stats("a"), mesh_if, pid_a, mesh_port)
+
+                mesh0 = mesh_now()
                 stats0 = stats("a")
+                snmp0, (drops0, _) = udp_snmp(pid_a), recv_drops(stats0, exclude=mesh_if)
+                mesh_args = []
+                if mesh_if is not None:
+                    mesh_args = [
+                        "--mesh-target",
+                        f"{A_FUZZ_SIDE}:{mesh_port}",
+                        "--mesh-key",
+                        mesh_public,
+                        "--mesh-share",
+                        str(mesh_share),
+                    ]
+                    if member_private is not None:
+                        mesh_args += ["--member-key", keys.to_base64(member_private)]
                 sender = f.spawn(sys.executable, str(Path(__file__).resolve()), "send",
                                  "--target", f"{A_FUZZ_SIDE}:{PORT}", "--key", a_pub,
                                  "--pcap", str(pcap), "--count", str(count), "--rate", str(rate),
-                                 "--seed", str(seed), "--time-limit", str(time_limit))  # fmt: skip
+                                 "--seed", str(seed), "--time-limit", str(time_limit),
+                                 *mesh_args)  # fmt: skip
                 pings = 0
                 rss_mid = None
                 while sender.running():
@@ -777,11 +1299,15 @@ def run(count: int, requests: int, joins: int, rate: float, seed: int, time_limi
                     sent = {"sent": 0}
                 snmp1 = udp_snmp(pid_a)
                 st1 = stats("a")
-                drops1, by_reason1 = recv_drops(st1)
-                _, by_reason0 = recv_drops(stats0)
+                mesh1 = mesh_now()
+                drops1, by_reason1 = recv_drops(st1, exclude=mesh_if)
+                _, by_reason0 = recv_drops(stats0, exclude=mesh_if)
                 arrived = snmp1["InDatagrams"] - snmp0["InDatagrams"]
                 kernel_dropped = snmp1["RcvbufErrors"] - snmp0["RcvbufErrors"]
-                counted = drops1 - drops0
+                counted = drops1 - drops0  # by the static interfaces
+                mesh_sent = (sent.get("mesh") or {}).get("sent", 0)
+                accounted = mesh_accounting(mesh0, mesh1) if mesh_if else {}
+                mesh_taken = sum(accounted.get(k, 0) for k in ("device", "stun", "probe"))
                 legit = pings * 2 + 20  # B's echo requests, keepalives, handshakes, stats
                 delta = {k: v - by_reason0.get(k, 0) for k, v in by_reason1.items()
                          if v != by_reason0.get(k, 0)}  # fmt: skip
@@ -791,7 +1317,8 @@ def run(count: int, requests: int, joins: int, rate: float, seed: int, time_limi
                                     "arrived_at_A_sockets": arrived,
                                     "kernel_dropped_rcvbuf": kernel_dropped,
                                     "counted_as_drops": counted, "pings_during": pings,
-                                    "by_reason": delta, "kinds": sent.get("kinds")}  # fmt: skip
+                                    "by_reason": delta, "kinds": sent.get("kinds"),
+                                    "to_mesh_port": mesh_sent}  # fmt: skip
                 d = fig["datagrams"]
                 out(f"datagrams: {d['sent']} sent at {d['rate']}/s, {arrived} read by A's "
                     f"sockets, {kernel_dropped} dropped by the kernel (receive buffer), "
@@ -800,9 +1327,12 @@ def run(count: int, requests: int, joins: int, rate: float, seed: int, time_limi
                 result.check(sent.get("sent", 0) >= count * 0.99, f"only {sent.get('sent')} sent")
                 result.check(arrived + kernel_dropped >= sent.get("sent", 0) * 0.99,
                              "datagrams went missing before A's socket")  # fmt: skip
-                result.check(arrived - legit <= counted <= arrived,
-                             f"{arrived} datagrams read but {counted} counted as drops "
+                result.check(arrived - legit <= counted + mesh_taken <= arrived,
+                             f"{arrived} datagrams read but {counted} counted as drops and "
+                             f"{mesh_taken} by the mesh interface "
                              f"(allowing {legit} legitimate ones)")  # fmt: skip
+                if mesh_if is not None:
+                    check_mesh_datagrams(result, sent.get("mesh") or {}, accounted, out)
                 result.check(ping(3), "the tunnel stopped carrying pings after the datagrams")
 
             fig.setdefault("rss_trace_a", []).append(proc_figures(pid_a)["rss_kib"])
@@ -960,6 +1490,14 @@ def run(count: int, requests: int, joins: int, rate: float, seed: int, time_limi
             for tag, node in nodes.items():
                 result.check(node.process.running(), f"node {tag.upper()} is down")  # type: ignore
             result.check(ping(3), "the tunnel does not carry pings at the end")
+            if mesh_if is not None:  # the mesh still there, its interface still listening
+                rc, text = cli("a", "status", "--json", check=False)
+                listed = rc == 0 and any(e.get("interface") == mesh_if for e in json.loads(text))
+                result.check(listed, f"mesh {MESH_NAME} is gone from `meshnode status`")
+                result.check(
+                    stats("a").get(mesh_if, {}).get("listen_port") == mesh_port,
+                    f"the mesh interface {mesh_if} no longer listens on {mesh_port}",
+                )
             after = {"a": proc_figures(pid_a), "b": proc_figures(pid_b)}
             fig["after"] = after
             for tag in ("a", "b"):
@@ -1023,6 +1561,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=int(time.time()))
     p.add_argument("--time-limit", type=float, default=900, help="seconds per phase (900)")
     p.add_argument("--rss-slack", type=int, default=16384, help="KiB of growth allowed")
+    p.add_argument(
+        "--mesh-share",
+        type=float,
+        default=0.15,
+        help="the share of the datagrams sent to the mesh interface's port (0.15)",
+    )
     p.add_argument("--json", help="write the figures to this file")
     p.add_argument("--logs", help="copy the nodes' logs into this directory")
     p.add_argument(
@@ -1040,7 +1584,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"seed {args.seed}")
     result = run(int(args.count), int(args.requests), args.joins, args.rate, args.seed,
                  args.time_limit, args.rss_slack, logs_dir=args.logs,
-                 avoid_known=args.avoid_known)  # fmt: skip
+                 avoid_known=args.avoid_known, mesh_share=args.mesh_share)  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(result.figures, indent=1, default=str))
     for failure in result.failures:

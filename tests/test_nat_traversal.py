@@ -123,9 +123,10 @@ def test_hard_nats_are_relayed_at_once_and_go_direct_when_the_nats_allow(netns_l
     before, fay_before = relayed_bytes(mesh.hub), traversal(fay)["relay"]
     took = transfer(mesh, "dave", "erin", 2 << 20)
     assert relayed_bytes(mesh.hub) - before > 2 << 20
-    assert traversal(fay)["relay"].get("received_via_relay", 0) == fay_before.get(
-        "received_via_relay", 0
-    )
+    # fay, behind dave's NAT, gets her own few relayed messages, none of the ~1,700
+    # datagrams of the transfer
+    fay_after = traversal(fay)["relay"].get("received_via_relay", 0)
+    assert fay_after - fay_before.get("received_via_relay", 0) < 50
     print(f"hard-hard: 2 MiB relayed in {took:.2f} s")
     out = meshnode_ping(dave, "erin", "-c", "1")
     assert "via relay hub" in out, out

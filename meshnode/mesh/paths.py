@@ -44,7 +44,9 @@ HostPort = tuple[str, int]
 
 TRY_TIMEOUT = 5.0
 RETRY_INTERVAL = 60.0
+MAX_RETRY_INTERVAL = 1800.0  # unanswered retries back off, doubling, up to this
 BURST = (0.0, 0.2, 0.5, 1.0, 2.0, 3.5, 5.0)  # probe times after a punch starts
+RETRY_BURST = (0.0, 1.0, 3.0)  # the periodic retries of a relayed path: shorter
 HEARTBEAT = 5.0
 DEAD_AFTER = 16.0  # three heartbeats unanswered
 MAX_REFLEXIVE = 4  # addresses the peer's probes came from, kept as extra candidates
@@ -179,10 +181,12 @@ class Path:
         "chosen",
         "device",
         "failed_since",
+        "hopeless",
         "index",
         "last_burst",
         "last_handshake",
         "local",
+        "misses",
         "next_heartbeat",
         "probing",
         "reflexive",
@@ -208,6 +212,8 @@ class Path:
         self.probing = probing and not relay_only
         self.relay_only = relay_only
         self.relay_failed = False  # a session through the relay gave up
+        self.misses = 0  # bursts in a row that went unanswered
+        self.hopeless = False  # both NATs endpoint-dependent: no retries until news
         self.last_burst = -1e9
         self.local = local
         self.relay = relay
@@ -279,12 +285,12 @@ class Path:
     def probe_targets(self) -> tuple[HostPort, ...]:
         return tuple(dict.fromkeys((*self.candidates, *self.reflexive)))
 
-    def _start_burst(self, now: float) -> tuple[HostPort, ...]:
-        """Probe every candidate now and on the BURST schedule after."""
+    def _start_burst(self, now: float, schedule: tuple[float, ...] = BURST) -> tuple[HostPort, ...]:
+        """Probe every candidate now and on the schedule after."""
         targets = self.probe_targets()
         if not targets:
             return ()
-        self._burst = [now + offset for offset in BURST[1:]]
+        self._burst = [now + offset for offset in schedule[1:]]
         self.last_burst = now
         self._punching = True
         if self.failed_since is None:
@@ -328,6 +334,7 @@ class Path:
             self._deadline = None
             self._burst = []
             self.failed_since = None
+            self.misses = 0
             self._arm_heartbeat(now)
         return self._configure(reachable=None if was_working else True)
 
@@ -353,8 +360,8 @@ class Path:
         if self.state is PathState.TRYING and self._deadline is not None:
             times.append(self._deadline)
         if self.state is PathState.RELAYED and self.session and not self._burst \
-                and self.retry_at and self.probing:  # fmt: skip
-            times.append(self.retry_at)  # the once-a-minute retry of direct
+                and self.retry_at and self.probing and not self.hopeless:  # fmt: skip
+            times.append(self.retry_at)  # the retry of direct, a minute on and backing off
         return min(times, default=None)
 
     def set_candidates(self, candidates: Sequence[HostPort], now: float) -> PathUpdate | None:
@@ -420,7 +427,10 @@ class Path:
                 self._burst.pop(0)
             probe = self.probe_targets()
             if not self._burst and not self.direct:
-                self.retry_at = now + RETRY_INTERVAL  # the burst went unanswered
+                # the burst went unanswered: try again later, less often each time
+                self.misses += 1
+                backoff = RETRY_INTERVAL * 2 ** min(self.misses - 1, 10)
+                self.retry_at = now + min(backoff, MAX_RETRY_INTERVAL)
         if self.next_heartbeat is not None and self.next_heartbeat <= now:
             chosen = self.chosen
             last = self.alive.get(chosen, (None, -1e9))[1] if chosen else -1e9
@@ -437,9 +447,10 @@ class Path:
         if self.state is PathState.TRYING and self._deadline is not None and self._deadline <= now:
             return self._next(now, probe)
         if self.state is PathState.RELAYED and self.session and not self._burst \
-                and now >= self.retry_at and self.retry_at and self.probing:  # fmt: skip
+                and now >= self.retry_at and self.retry_at and self.probing \
+                and not self.hopeless:  # fmt: skip
             self.retry_at = 0.0
-            probe = self._start_burst(now) or probe  # retry direct about once a minute
+            probe = self._start_burst(now, RETRY_BURST) or probe  # retry direct, backing off
         return self._configure(probe=probe)
 
     def _next(self, now: float, probe: tuple[HostPort, ...]) -> PathUpdate | None:
@@ -461,8 +472,8 @@ class Path:
         if source in self.candidates or source in self.reflexive:
             return None
         self.reflexive = (source, *self.reflexive)[:MAX_REFLEXIVE]
-        if self.direct and self.chosen in self.alive:
-            return None
+        # probed even while another path works: after a NAT flush the member's new
+        # mapping answers long before the old path is declared dead
         return self._configure(probe=(source,))
 
     def hint(self, candidates: Sequence[HostPort], now: float) -> PathUpdate | None:

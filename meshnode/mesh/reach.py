@@ -337,7 +337,17 @@ class Reach:
         if kind == self.nat:
             return
         self.nat = kind
+        for key, path in self.paths.items():
+            path.hopeless = self._hopeless(key)
         self._repunch(now)
+
+    def _hopeless(self, key: bytes) -> bool:
+        """A side behind an endpoint-dependent NAT: if the first bursts failed,
+        retries cannot do better (its mapping towards the other side is new and
+        unknown to it; no port guessing here) until something changes, which
+        brings a new PUNCH. So a relayed path is not retried."""
+        hard = "endpoint-dependent"
+        return hard in (self.nat, self.peer_nat.get(key))
 
     def _repunch(self, now: float) -> None:
         """Tell every member this node is relayed to (in a session) what changed
@@ -351,6 +361,10 @@ class Reach:
 
     def on_punch(self, sender: bytes, message: Punch, now: float) -> None:
         self.peer_nat[sender] = message.nat
+        path = self.paths.get(sender)
+        if path is not None:
+            path.misses = 0  # news from the member: retries start over
+            path.hopeless = self._hopeless(sender)
         if self.relay_policy == "only":
             return
         self._path_op(sender, now, lambda p: p.hint(message.candidates, now))

@@ -12,6 +12,8 @@ SIOCGIFMTU = 0x8921
 RTMGRP_LINK = 0x1
 RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV6_IFADDR = 0x100
+RTMGRP_IPV4_ROUTE = 0x40
+RTMGRP_IPV6_ROUTE = 0x400
 
 
 def configure(name: str, *, mtu: int | None = None, up: bool | None = None,
@@ -58,9 +60,12 @@ def drain(sock: socket.socket) -> None:
             return
 
 
-def link_events_socket() -> socket.socket:
+def link_events_socket(routes: bool = False) -> socket.socket:
     """A non-blocking netlink socket that becomes readable on any change of a
-    link or of a local address."""
+    link or of a local address (and of a route, with `routes`)."""
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, 0)
-    sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
+    groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
+    if routes:
+        groups |= RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
+    sock.bind((0, groups))
     return sock

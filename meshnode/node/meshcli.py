@@ -241,6 +241,7 @@ def netcheck_main(argv: list[str]) -> int:
     print(f"Report (mesh {reply['mesh']}, from its WireGuard socket):")
     for line in reply["lines"]:
         print(f"  {line}")
+    print("  Port mapping (UPnP IGD, NAT-PMP, PCP): not asked (not supported yet)")
     return 0
 
 

@@ -319,6 +319,7 @@ class MeshHost:
             "probes": dict(self.agent.reach.probe_stats),
             "stun": dict(self.nat.stats),
             "dropped_probes": self.dropped_probes,
+            "dropped_messages": self.dropped_messages,  # the agent's queue was full
             "agent_errors": self.agent_errors,
         }
 

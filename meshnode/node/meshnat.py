@@ -183,11 +183,12 @@ class NatWatch:
         return out
 
     async def _watch_addresses(self) -> None:
-        """Recheck at once when a local address or link changes (a new lease,
-        Wi-Fi to cable): the public address may have changed with it."""
+        """Recheck at once when a local address, link or route changes (a new
+        lease, Wi-Fi to cable, a new default route): the public address may have
+        changed with it."""
         while True:
             try:
-                events = link.link_events_socket()
+                events = link.link_events_socket(routes=True)
             except OSError as exc:
                 self.log.error(f"Cannot watch the local addresses: {exc}")
                 await trio.sleep(30)
