@@ -12,6 +12,7 @@ import sys
 import time
 
 import netns
+from meshlab import MeshNode
 from natmesh import MESH, NatMesh, overlay_of, ping_until
 from netns import Lab, wait_for
 from nodelab import MESHNODE
@@ -35,11 +36,11 @@ s.close()
 """
 
 
-def traversal(node) -> dict:
+def traversal(node: MeshNode) -> dict:
     return next(e for e in node.status() if e["mesh_name"] == MESH)["traversal"]
 
 
-def relayed_bytes(node) -> int:
+def relayed_bytes(node: MeshNode) -> int:
     return traversal(node)["relay"].get("relayed_bytes", 0)
 
 
@@ -54,7 +55,15 @@ def transfer(mesh: NatMesh, sender: str, receiver: str, size: int) -> float:
     return time.monotonic() - start
 
 
-def meshnode_ping(node, member: str, *args: str) -> str:
+def netcheck_says(node: MeshNode, address: str, mapping: str | None) -> None:
+    """`meshnode netcheck --json` finds this public address (and mapping)."""
+    report = json.loads(node.cli("netcheck", "--json")[1])
+    assert report["ipv4"][0] == address, report
+    if mapping is not None:
+        assert report["mapping"] == mapping, report
+
+
+def meshnode_ping(node: MeshNode, member: str, *args: str) -> str:
     result = node.ns.run(*MESHNODE, "ping", member, *args, env=node.env, check=False, timeout=90)
     return (result.stdout + result.stderr).decode()
 
@@ -64,9 +73,7 @@ def test_easy_nats_go_direct_a_shared_nat_goes_lan_and_links_recover(netns_lab: 
     home_a, home_b = mesh.home("a", "easy"), mesh.home("b", "easy")
     alice, bob = mesh.join("alice", home_a), mesh.join("bob", home_b)
     carol = mesh.join("carol", home_a)
-    report = json.loads(alice.cli("netcheck", "--json")[1])
-    assert report["ipv4"][0] == home_a.wan_address, report
-    assert report["mapping"] == "endpoint-independent", report
+    netcheck_says(alice, home_a.wan_address, "endpoint-independent")
     # the first packet goes at once (relayed if need be); direct within 10 s of it
     start = time.monotonic()
     assert alice.reaches(overlay_of(bob), within=5)
@@ -105,9 +112,7 @@ def test_hard_nats_are_relayed_at_once_and_go_direct_when_the_nats_allow(netns_l
     dave, erin = mesh.join("dave", home_c), mesh.join("erin", home_d)
     fay = mesh.join("fay", home_c)
     # netcheck: the router's address, the mapping that varies by destination
-    report = json.loads(dave.cli("netcheck", "--json")[1])
-    assert report["ipv4"][0] == home_c.wan_address, report
-    assert report["mapping"] == "endpoint-dependent", report
+    netcheck_says(dave, home_c.wan_address, "endpoint-dependent")
     # relayed from the first packet: an answer within 5 s
     start = time.monotonic()
     assert dave.reaches(overlay_of(erin), within=5)
@@ -134,8 +139,10 @@ def test_hard_nats_are_relayed_at_once_and_go_direct_when_the_nats_allow(netns_l
     home_c.set_nat("easy")
     assert dave.reaches(overlay_of(erin), within=30)
     wait_for(
-        lambda: "the member is behind an endpoint-dependent NAT"
-        in (mesh.path("dave", "erin")["why"] or ""),
+        lambda: (
+            "the member is behind an endpoint-dependent NAT"
+            in (mesh.path("dave", "erin")["why"] or "")
+        ),
         40,
         "the easy side's reason",
     )
@@ -175,8 +182,7 @@ def test_an_idle_link_outlives_a_30_s_nat_timeout_with_only_the_rendezvous_as_st
         home.set_udp_timeout(30)
     jack, kate = mesh.join("jack", home_g), mesh.join("kate", home_h)
     # the rendezvous answers STUN on its WireGuard port: the public address is known
-    report = json.loads(jack.cli("netcheck", "--json")[1])
-    assert report["ipv4"][0] == home_g.wan_address, report
+    netcheck_says(jack, home_g.wan_address, None)
     assert jack.reaches(overlay_of(kate), within=5)
     mesh.wait_path("jack", "kate", {"direct"}, within=10)
     time.sleep(120)
