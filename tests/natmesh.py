@@ -64,6 +64,7 @@ class NatMesh:
     hub: MeshNode
     nodes: dict[str, MeshNode] = field(default_factory=dict)
     homes: dict[str, Home] = field(default_factory=dict)
+    servers: list[str] = field(default_factory=list)  # the STUN servers members are given
 
     @classmethod
     def build(cls, lab: Lab, stun_servers: bool = True, hub_relay: str = "auto") -> NatMesh:
@@ -80,8 +81,6 @@ class NatMesh:
         mesh.hub.cli("init", MESH, "--member", "hub")
         mesh.nodes["hub"] = mesh.hub
         return mesh
-
-    servers: list[str] = field(default_factory=list)
 
     def home(self, tag: str, nat: NatKind = "easy", ipv6: bool = False) -> Home:
         home = self.homes[tag] = self.natlab.home(tag, nat=nat, ipv6=ipv6)

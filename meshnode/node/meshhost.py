@@ -264,7 +264,7 @@ class MeshHost:
                 coordination_packet(self._source, destination, COORDINATION_PORT, payload)
             )
         for (host, port), datagram in self.agent.datagrams_to_send():
-            endpoint = _literal_endpoint(host, port)
+            endpoint = Endpoint.literal(host, port)
             if endpoint is not None:
                 interface.send_datagram(datagram, endpoint)
         while (event := self.agent.next_event()) is not None:
@@ -295,7 +295,7 @@ class MeshHost:
         if isinstance(change.endpoint, Relay):
             endpoint = Endpoint.relayed(change.endpoint.key, change.public_key)
         elif change.endpoint is not None:
-            endpoint = _literal_endpoint(*change.endpoint)
+            endpoint = Endpoint.literal(*change.endpoint)
         return DevicePeerChange(
             change.public_key,
             preshared_key=change.preshared_key,
@@ -389,18 +389,6 @@ class MeshHost:
                 if candidate not in out:
                     out.append(candidate)
         return out
-
-
-def _literal_endpoint(host: str, port: int) -> Endpoint | None:
-    """An endpoint from an IP literal; a name is not resolved here (no blocking
-    lookups in the event loop): the peer is reached at its other candidates."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if address.version == 4:
-        return Endpoint((str(address), port))
-    return Endpoint((str(address), port, 0, 0))
 
 
 def jsonable(value: Any) -> Any:

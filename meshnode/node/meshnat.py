@@ -38,10 +38,6 @@ MAX_MEMBER_SERVERS = 3
 _ANSWERS_PER_SECOND = 200  # binding requests answered per second, at most
 
 
-def endpoint_of(host: str, port: int) -> Endpoint:
-    return Endpoint((host, port, 0, 0) if ":" in host else (host, port))
-
-
 class NatWatch:
     def __init__(self, agent: MeshAgent, servers: Sequence[str], log: Logger,
                  changed: Callable[[NetReport], None]) -> None:  # fmt: skip
@@ -144,7 +140,9 @@ class NatWatch:
         if self.interface is None:
             return
         for (host, port), datagram in datagrams:
-            self.interface.send_datagram(datagram, endpoint_of(host, port))
+            endpoint = Endpoint.literal(host, port)  # servers are IP literals by now
+            if endpoint is not None:
+                self.interface.send_datagram(datagram, endpoint)
 
     async def _servers(self) -> list[HostPort]:
         """The configured servers (names resolved off the event loop), then the

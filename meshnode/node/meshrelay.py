@@ -20,13 +20,9 @@ from ..mesh.messages import COORDINATION_PORT
 from ..mesh.reach import RELAY_ROLES
 from ..wireguard.coordination import coordination_packet
 from ..wireguard.endpoint import Endpoint
+from ..wireguard.messages import is_wireguard
 
 _ENDPOINT_CACHE = 4096
-
-
-def _is_wireguard(datagram: bytes) -> bool:
-    """A WireGuard message's shape: type 1-4, then three zero bytes."""
-    return len(datagram) >= 32 and 1 <= datagram[0] <= 4 and datagram[1:4] == b"\0\0\0"
 
 
 class RelayGlue:
@@ -118,7 +114,7 @@ class RelayGlue:
         if record is None or not RELAY_ROLES & record.roles:
             self.stats["refused_not_relay"] += 1  # only relay members deliver
             return
-        if not _is_wireguard(frame.datagram):
+        if not is_wireguard(frame.datagram):
             self.stats["refused_not_wireguard"] += 1  # probes and STUN never go relayed
             return
         if self.agent.reach.relay_policy == "never":

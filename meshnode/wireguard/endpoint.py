@@ -20,6 +20,7 @@ runtime hands datagrams for it to the relay glue instead of the socket. Its
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 SocketAddress = tuple  # ("192.0.2.1", 51820) or ("2001:db8::1", 51820, flowinfo, scope_id)
@@ -81,6 +82,18 @@ class Endpoint:
         self.local = local
         self._hash = hash((sockaddr, local))
         self._cookie_bytes: bytes | None = None
+
+    @classmethod
+    def literal(cls, host: str, port: int) -> Endpoint | None:
+        """The endpoint of an IP literal and a port; None for a name (names are
+        resolved elsewhere, never by a blocking lookup in the event loop)."""
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        if address.version == 4:
+            return cls((str(address), port))
+        return cls((str(address), port, 0, 0))
 
     @classmethod
     def relayed(cls, via: bytes, to: bytes) -> Endpoint:
