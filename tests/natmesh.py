@@ -99,15 +99,19 @@ class NatMesh:
     def path(self, node: str, other: str) -> dict:
         return node_members(self.nodes[node]).get(other, {})
 
-    def wait_path(self, node: str, other: str, paths: set[str], within: float) -> dict:
+    def wait_path(self, node: str, other: str, paths: set[str], within: float,
+                  host: str | None = None) -> dict:  # fmt: skip
+        """Wait for `node`'s path to `other` to be one of `paths` (and to use
+        `host` as its endpoint's address, if given)."""
         seen: dict = {}
 
         def ok() -> bool:
             nonlocal seen
             seen = self.path(node, other)
-            return seen.get("path") in paths
+            at = seen.get("endpoint")
+            return seen.get("path") in paths and (host is None or (at and at[0] == host))
 
-        wait_for(ok, within, f"{node} -> {other} to be {paths} (last {seen})")
+        wait_for(ok, within, f"{node} -> {other} to be {paths} {host or ''} (last {seen})")
         return seen
 
 

@@ -10,6 +10,7 @@ from meshnode.mesh.paths import (
     BURST,
     DEAD_AFTER,
     HEARTBEAT,
+    QUIET_GRACE,
     RETRY_INTERVAL,
     TRANSITIONS,
     TRY_TIMEOUT,
@@ -100,6 +101,20 @@ def test_a_working_path_is_replaced_only_for_a_clear_gain() -> None:
     assert path.on_pong(C, 0.018, T + 0.2) is None  # 10 % better: not enough
     assert path.on_pong(C, 0.010, T + 0.3) == PathUpdate(endpoint=C)  # half: switch
     assert path.on_pong(V6, 0.015, T + 0.4) == PathUpdate(endpoint=V6)  # IPv6 over IPv4
+
+
+def test_a_quiet_path_gives_way_at_once_to_the_members_new_address() -> None:
+    # the member's NAT came back on another address: its data arrives from there
+    # (WireGuard roamed) while the old path has missed its heartbeat
+    path = Path([A], LOCAL, T, relay=R)
+    path.on_handshake(Relay(R), T)
+    path.on_pong(A, 0.02, T + 0.1)
+    assert path.on_roamed(C, T + 3) == PathUpdate(endpoint=A)  # A answers: keep it
+    path.on_timer(T + 0.1 + HEARTBEAT)  # a heartbeat goes to A, and is not answered
+    later = T + 0.1 + HEARTBEAT + QUIET_GRACE + 0.5
+    assert path.on_roamed(C, later) is None  # the device is on C already: stay there
+    assert path.state is PathState.DIRECT and path.chosen == C and path.endpoint == C
+    assert path.label == "direct"
 
 
 def test_a_silent_direct_path_falls_back_to_the_relay_and_punches_again() -> None:
@@ -193,6 +208,24 @@ def test_a_member_writing_through_the_relay_does_not_move_a_direct_path() -> Non
     path.on_pong(A, 0.02, T + 0.1)
     assert path.on_roamed(Relay(R), T + 0.2) == PathUpdate(endpoint=A)
     assert path.state is PathState.DIRECT and path.device == A
+
+
+def test_a_handshake_through_the_relay_does_not_move_a_direct_path() -> None:
+    # the member's own path fell back to the relay (its address changed): the
+    # device roamed to the relay on the handshake, and the direct path must take
+    # it back, or status says direct while the traffic goes relayed
+    path = Path([A], LOCAL, T, relay=R)
+    path.on_handshake(Relay(R), T)
+    path.on_pong(A, 0.02, T + 0.1)
+    assert path.on_handshake(Relay(R), T + 0.2) == PathUpdate(endpoint=A)
+    assert path.state is PathState.DIRECT and path.device == A and path.endpoint == A
+    # long after the direct path last answered, the member's handshake through
+    # the relay means the direct path is gone: the relay carries, punching starts
+    later = T + 0.1 + HEARTBEAT + 2
+    update = path.on_handshake(Relay(R), later)
+    assert update is not None and A in update.probe and update.punch  # device: already there
+    assert path.state is PathState.RELAYED and path.device == Relay(R)
+    assert path.label == "relayed"
 
 
 def test_a_relay_appearing_for_an_unreachable_member_is_taken() -> None:

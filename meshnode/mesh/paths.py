@@ -49,6 +49,7 @@ BURST = (0.0, 0.2, 0.5, 1.0, 2.0, 3.5, 5.0)  # probe times after a punch starts
 RETRY_BURST = (0.0, 1.0, 3.0)  # the periodic retries of a relayed path: shorter
 HEARTBEAT = 5.0
 DEAD_AFTER = 16.0  # three heartbeats unanswered
+QUIET_GRACE = 1.5  # a heartbeat's answer is late after HEARTBEAT + this
 MAX_REFLEXIVE = 4  # addresses the peer's probes came from, kept as extra candidates
 MAX_ALIVE = 8  # answering addresses remembered per member
 HINT_INTERVAL = 10.0  # a member's PUNCH starts a burst at most this often
@@ -306,9 +307,19 @@ class Path:
         else:
             self.next_heartbeat = None
 
+    def _quiet(self, now: float) -> bool:
+        """The direct path in use has not answered for longer than a heartbeat."""
+        chosen = self.chosen
+        last = self.alive.get(chosen, (None, -1e9))[1] if chosen is not None else -1e9
+        return now - last > HEARTBEAT + QUIET_GRACE
+
     def _better(self, candidate: HostPort, now: float) -> bool:
         current = self.chosen
         if current is None or current not in self.alive:
+            return True
+        if self.next_heartbeat is not None and self._quiet(now):
+            # the path in use missed its heartbeat and this one just answered (the
+            # member's NAT gave it a new address, say): no waiting for DEAD_AFTER
             return True
         rank_new, rank_old = self.local.rank(candidate), self.local.rank(current)
         if rank_new != rank_old:
@@ -497,7 +508,7 @@ class Path:
                 if self.relay is None:
                     self.relay = endpoint.key  # the member came through one: keep it
             if self.direct:
-                return None
+                return self._relayed_handshake_while_direct(now)
             self.relay_failed = False
             probe: tuple[HostPort, ...] = ()
             if not self._burst and self.probing:  # a relayed session: look for direct
@@ -508,6 +519,18 @@ class Path:
             return self._configure(reachable=reachable, probe=probe)
         self.device = endpoint
         return self._confirm(endpoint, None, now)
+
+    def _relayed_handshake_while_direct(self, now: float) -> PathUpdate | None:
+        """The member's handshake came through the relay, so the device roamed
+        there. If the direct path answered lately the member only had not found it
+        yet: take the device back. Otherwise the member's own path fell back (its
+        address changed, say): follow it to the relay, and punch again."""
+        if not self._quiet(now):
+            return self._configure()
+        if self.chosen is not None:
+            self.alive.pop(self.chosen, None)
+        self._fallback(now)
+        return self._configure(probe=self._start_burst(now) if self.probing else ())
 
     def on_roamed(self, endpoint: Target, now: float) -> PathUpdate | None:
         """EndpointChanged: an authenticated datagram came from `endpoint`."""
