@@ -1,7 +1,8 @@
 """The runtime of one WireGuard interface: trio tasks around the protocol core.
 
 All tasks live in one nursery: the TUN reader, a reader per UDP socket, the
-timer loop, the link watch and (when given a listener) the UAPI server. When
+timer loop, the link watch, the source-route check and (when given a
+listener) the UAPI server. When
 the nursery exits, for whatever reason, the sockets close and the TUN goes.
 
 The data path never awaits per packet: after each wakeup a reader drains its
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 import trio
 
 from .log import Logger
-from .net import link
+from .net import link, sourceroute
 from .net.offload import DATA_VALID_HEADER, VNET_HDR_LEN, coalesce
 from .net.tun import Tun
 from .net.udp import RECV_CMSG_SPACE, UdpSockets, local_source, parse_receive_ancillary
@@ -46,6 +47,7 @@ _DELIVER_BATCH = 256  # inner packets gathered before writing them to the TUN
 _TXQUEUELEN = 5000  # the default 500 drops under load (PERF-NOTES)
 _ENDPOINT_CACHE = 4096  # source endpoints remembered; cleared whole when full
 _DISPATCH_ROUNDS = 16  # rounds of handlers (relaying, injecting) per flush, at most
+_SOURCE_CHECK_INTERVAL = 5.0  # seconds between looks for newly learned sources
 # Under load, the device stays under load while it reads at least this many
 # handshake messages a second (counted over windows of _LOAD_WINDOW seconds),
 # even when it keeps up with them and drains the socket.
@@ -124,6 +126,7 @@ class Interface:
         self._udp_scope: trio.CancelScope | None = None
         # the timer loop sleeps in this scope until the device's next deadline
         self._timer_scope = trio.CancelScope()
+        self._routes_changed = trio.Event()  # set by the link watch
 
     def _bind(self, port: int, fwmark: int) -> UdpSockets:
         return UdpSockets(port, fwmark, gro=self.offloads.gro, gso=self.offloads.gso)
@@ -144,6 +147,7 @@ class Interface:
                 nursery.start_soon(self._timer_loop)
                 if self.watch_link:
                     nursery.start_soon(self._link_watch)
+                    nursery.start_soon(self._source_route_watch)
                 task_status.started()
         finally:
             self.udp.close()
@@ -506,10 +510,11 @@ class Interface:
 
     async def _link_watch(self) -> None:
         """Follow MTU changes (padding depends on it), notice the TUN vanishing,
-        and let sends try remembered source addresses again when addresses change."""
+        let sends try remembered source addresses again when addresses change,
+        and have the routes to them looked at again when routes change."""
         while True:
             try:
-                events = link.link_events_socket()
+                events = link.link_events_socket(routes=True)
             except OSError as exc:  # out of descriptors, say: the data path goes on
                 self.log.error(f"Cannot watch the link: {exc}; trying again in 1 s")
                 await trio.sleep(1)
@@ -527,8 +532,37 @@ class Interface:
                 raise InterfaceGone(self.name)
             self.device.mtu = mtu
             self.udp.addresses_changed()
+            self._routes_changed.set()
             await trio.lowlevel.wait_readable(events)
             link.drain(events)
+
+    async def _source_route_watch(self) -> None:
+        """Keep `udp.misrouted` true: the remembered IPv4 sources whose route to
+        the peer leaves by another interface (net/sourceroute.py). Everything is
+        looked at again when routes change; sources learned since, every few
+        seconds."""
+        checked: set[sourceroute.SourcePair] = set()
+        while True:
+            with trio.move_on_after(_SOURCE_CHECK_INTERVAL):
+                await self._routes_changed.wait()
+            changed = self._routes_changed.is_set()
+            if changed:
+                self._routes_changed = trio.Event()
+            pinned = sourceroute.pinned_pairs(p.endpoint for p in self.device.peers.values())
+            todo = pinned if changed else pinned - checked
+            if not todo:
+                checked &= pinned
+                continue
+            try:
+                found = await trio.to_thread.run_sync(
+                    sourceroute.misrouted, todo, self.udp.fwmark
+                )
+            except OSError as exc:  # out of descriptors, say: keep what we knew
+                self.log.error(f"Cannot look up the routes to peers: {exc}")
+                continue
+            kept = set() if changed else self.udp.misrouted & (pinned - todo)
+            self.udp.misrouted = kept | found
+            checked = pinned
 
     # ------------------------------------------------------------ configuration
 

@@ -71,3 +71,35 @@ def test_a_removed_source_falls_back_to_the_routing_table(netns_lab) -> None:
     assert loss(out) < 100, out
     assert loss(node.ping(observer.inner4)) == 0
     assert _endpoint_seen_by(observer) == f"{PRIMARY}:{PORT}"
+
+
+def _sysctl(ns: netns.Namespace, key: str, value: str) -> None:
+    ns.run("sysctl", "-q", "-w", f"{key}={value}")
+
+
+def test_a_better_route_by_another_interface_drops_the_remembered_source(netns_lab) -> None:
+    # the kernel selftest's "route precedence": the node reaches the observer by
+    # link one (source 10.0.0.1), then a better route by link three appears with
+    # source 10.0.0.3; the kernel forgets the remembered source, as must we
+    observer_ns, node_ns = netns_lab.namespace("o"), netns_lab.namespace("n")
+    one = netns_lab.veth(node_ns, observer_ns, "10.0.0.1/24", "10.0.0.2/24")
+    three = netns_lab.veth(node_ns, observer_ns, "10.0.0.3/24")
+    for veth in (one, three):
+        node_ns.ip("route", "flush", "dev", veth.a_ifname)
+    node_ns.ip("route", "add", "10.0.0.0/24", "dev", one.a_ifname, "src", "10.0.0.1", "metric", "2")
+    observer = start_side(netns_lab, observer_ns, "wireguard-go", 1)
+    node = start_side(netns_lab, node_ns, "meshnode", 2)
+    connect(netns_lab, observer, node, endpoint=False)
+    connect(netns_lab, node, observer, endpoint=False)
+    node.wg("set", node.ifname, "peer", observer.public_b64, "endpoint", f"10.0.0.2:{PORT}")
+    assert loss(node.ping(observer.inner4)) == 0
+    assert _endpoint_seen_by(observer) == f"10.0.0.1:{PORT}"
+    # the observer's answers reach 10.0.0.3 by link one: no reverse-path filter
+    for ns, ifname in ((node_ns, one.a_ifname), (observer_ns, three.b_ifname)):
+        _sysctl(ns, f"net.ipv4.conf.{ifname}.rp_filter", "0")
+        _sysctl(ns, "net.ipv4.conf.all.rp_filter", "0")
+    node_ns.ip("route", "add", "10.0.0.0/24", "dev", three.a_ifname, "src", "10.0.0.3",
+               "metric", "1")  # fmt: skip
+    out = node.ping(observer.inner4)
+    assert loss(out) == 0, out
+    assert _endpoint_seen_by(observer) == f"10.0.0.3:{PORT}"

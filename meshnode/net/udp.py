@@ -16,7 +16,9 @@ rather than the routing table's choice, so a peer that wrote our secondary
 address sees its answers come from it (and a NAT or firewall between lets
 them through). When that address has gone, the send falls back to the
 routing table's choice, and the address is not tried again until the local
-addresses change (`addresses_changed`).
+addresses change (`addresses_changed`). An IPv4 source whose route to the
+peer leaves by another interface is routed too (`misrouted`, kept by the
+runtime with net/sourceroute.py).
 """
 
 from __future__ import annotations
@@ -91,6 +93,9 @@ class UdpSockets:
         self.fallbacks: Counter[Fallback] = Counter()
         # local addresses a send from failed (removed since): routed instead
         self.stale_sources: set[LocalSource] = set()
+        # (peer address, source) pairs whose route leaves by another interface
+        # than the peer's datagrams came in on: routed instead (net/sourceroute.py)
+        self.misrouted: set[tuple[str, LocalSource]] = set()
         self._source_controls: dict[LocalSource, tuple] = {}
         self._reply_controls: dict[bytes, tuple] = {}  # received packet info -> send control
         self.last_send_error = 0  # errno of the last failed send, for stats
@@ -194,6 +199,7 @@ class UdpSockets:
         self.drops.update(old.drops)
         self.fallbacks.update(old.fallbacks)
         self.last_send_error = old.last_send_error
+        self.misrouted = old.misrouted
         if not old.gso:
             self.gso = False  # the path could not segment; it still cannot
 
@@ -238,6 +244,8 @@ class UdpSockets:
             return
         local = endpoint.local
         sticky = local is not None and local not in self.stale_sources
+        if sticky and self.misrouted and (endpoint.sockaddr[0], local) in self.misrouted:
+            sticky = False
         try:
             self._sendmsg(sock, data, size, segments, endpoint, sticky)
         except BlockingIOError:
