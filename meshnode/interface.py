@@ -504,6 +504,7 @@ class Interface:
             "fallbacks": {str(k): v for k, v in sorted(self.udp.fallbacks.items())},
             "last_send_errno": self.udp.last_send_error,
             "last_tun_errno": self.last_tun_error,
+            "icmp_errors_sent": self.device.icmp_errors_sent,
             "peers": len(self.device.peers),
             "listen_port": self.udp.port,
         }

@@ -134,6 +134,35 @@ def test_a_silent_direct_path_falls_back_to_the_relay_and_punches_again() -> Non
     assert path.on_pong(A, 0.02, t + 1) == PathUpdate(endpoint=A)
 
 
+def test_heartbeats_answered_cost_one_probe_a_period_and_silence_is_noticed_fast() -> None:
+    path = Path([A], LOCAL, T, relay=R)
+    path.on_handshake(Relay(R), T)
+    path.on_pong(A, 0.02, T)
+    # answered heartbeats: one probe every HEARTBEAT, nothing in between
+    t = T
+    for _ in range(3):
+        assert path.deadline() == t + HEARTBEAT
+        t += HEARTBEAT
+        assert path.on_timer(t) == PathUpdate(probe=(A,))
+        assert path.on_pong(A, 0.02, t + 0.02) is None
+    # the path falls silent: asked again every QUIET_GRACE, then the relay
+    last = t + 0.02
+    sent = []
+    while path.device == A:
+        t = path.deadline()
+        assert t is not None
+        update = path.on_timer(t)
+        sent.append(round(t - last, 2))
+    assert update is not None and update.endpoint == Relay(R) and update.punch
+    assert sent == [
+        round(HEARTBEAT - 0.02, 2),
+        round(HEARTBEAT - 0.02 + QUIET_GRACE, 2),
+        round(HEARTBEAT - 0.02 + 2 * QUIET_GRACE, 2),
+        round(HEARTBEAT - 0.02 + 3 * QUIET_GRACE, 2),
+    ]
+    assert t - last <= DEAD_AFTER + QUIET_GRACE
+
+
 def test_an_unanswered_burst_waits_a_minute_while_the_session_lasts() -> None:
     path = Path([A], LOCAL, T, relay=R)
     path.on_handshake(Relay(R), T)

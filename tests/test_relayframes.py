@@ -6,7 +6,7 @@ import random
 import struct
 
 from meshnode.mesh import relayframes
-from meshnode.wireguard.coordination import internet_checksum
+from meshnode.wireguard.checksum import internet_checksum
 
 A, B = b"a" * 32, b"b" * 32
 

@@ -48,8 +48,8 @@ MAX_RETRY_INTERVAL = 1800.0  # unanswered retries back off, doubling, up to this
 BURST = (0.0, 0.2, 0.5, 1.0, 2.0, 3.5, 5.0)  # probe times after a punch starts
 RETRY_BURST = (0.0, 1.0, 3.0)  # the periodic retries of a relayed path: shorter
 HEARTBEAT = 5.0
-DEAD_AFTER = 16.0  # three heartbeats unanswered
-QUIET_GRACE = 1.5  # a heartbeat's answer is late after HEARTBEAT + this
+QUIET_GRACE = 1.5  # a heartbeat unanswered this long is asked again, as often
+DEAD_AFTER = 9.0  # a heartbeat and two more probes unanswered: the relay takes over
 MAX_REFLEXIVE = 4  # addresses the peer's probes came from, kept as extra candidates
 MAX_ALIVE = 8  # answering addresses remembered per member
 HINT_INTERVAL = 10.0  # a member's PUNCH starts a burst at most this often
@@ -182,6 +182,7 @@ class Path:
         "chosen",
         "device",
         "failed_since",
+        "heartbeat_sent",
         "hopeless",
         "index",
         "last_burst",
@@ -226,6 +227,7 @@ class Path:
         self._burst: list[float] = []  # the probe times still to come
         self._punching = False  # a burst started since the last update
         self.next_heartbeat: float | None = None
+        self.heartbeat_sent: float | None = None  # the last heartbeat, until answered
         self.retry_at = 0.0
         self.failed_since: float | None = None  # direct attempts unanswered since
         self.since = now
@@ -273,7 +275,7 @@ class Path:
     def _fallback(self, now: float) -> None:
         """No direct path: the relay if there is one, else try the candidates."""
         self.chosen = None
-        self.next_heartbeat = None
+        self.next_heartbeat = self.heartbeat_sent = None
         if self.relay is not None:
             self._go(PathState.RELAYED, now)
         elif self.candidates:
@@ -305,7 +307,7 @@ class Path:
             if self.next_heartbeat is None:
                 self.next_heartbeat = now + HEARTBEAT
         else:
-            self.next_heartbeat = None
+            self.next_heartbeat = self.heartbeat_sent = None
 
     def _quiet(self, now: float) -> bool:
         """The direct path in use has not answered for longer than a heartbeat."""
@@ -339,6 +341,10 @@ class Path:
             del self.alive[oldest]
         if self.relay_only and self.relay is not None:
             return self._configure()  # policy "only": the relay stays the path
+        if candidate == self.chosen and self.heartbeat_sent is not None:
+            # answered: the next heartbeat a period after the one that was
+            self.next_heartbeat = self.heartbeat_sent + HEARTBEAT
+            self.heartbeat_sent = None
         if candidate == self.chosen or self._better(candidate, now):
             self.chosen = candidate
             self._go(self.local.classify(candidate[0]), now)
@@ -446,14 +452,17 @@ class Path:
             chosen = self.chosen
             last = self.alive.get(chosen, (None, -1e9))[1] if chosen else -1e9
             if chosen is None or not self.session or self.state is not PathState.DIRECT:
-                self.next_heartbeat = None
+                self.next_heartbeat = self.heartbeat_sent = None
             elif now - last > DEAD_AFTER:  # the NAT forgot us, or the member moved
                 self.alive.pop(chosen, None)
                 self._fallback(now)
                 update = self._configure(probe=self._start_burst(now))
                 return update if update is not None else None
             else:
-                self.next_heartbeat = now + HEARTBEAT
+                # a heartbeat is due, or the last one is unanswered: (again) now,
+                # and look for its answer QUIET_GRACE on (an answer re-arms it)
+                self.heartbeat_sent = now
+                self.next_heartbeat = now + QUIET_GRACE
                 probe = (*probe, chosen) if chosen not in probe else probe
         if self.state is PathState.TRYING and self._deadline is not None and self._deadline <= now:
             return self._next(now, probe)
@@ -559,7 +568,7 @@ class Path:
         back to the relay (its mapping may be gone when traffic comes back);
         a LAN path is kept."""
         self.session = False
-        self.next_heartbeat = None
+        self.next_heartbeat = self.heartbeat_sent = None
         if self.state is PathState.DIRECT and self.relay is not None:
             self._fallback(now)
             return self._configure()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..wireguard.coordination import internet_checksum
+from ..wireguard.checksum import internet_checksum
 
 Ask = Callable[..., dict[str, Any]]
 

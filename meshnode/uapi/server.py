@@ -23,6 +23,7 @@ import trio
 
 from ..log import Logger, level_from_env
 from ..net.unixsock import accept, listen_unix
+from .pathwatch import wait_replaced
 from .protocol import UapiError
 
 SOCKET_DIR = Path(os.environ.get("WG_SOCKET_DIR", "/var/run/wireguard"))
@@ -65,14 +66,8 @@ async def serve(
 
 
 async def _watch_path(path: Path, inode: int) -> None:
-    while True:
-        await trio.sleep(0.25)
-        try:
-            st = path.lstat()
-        except FileNotFoundError:
-            raise SocketRemoved(str(path)) from None
-        if st.st_ino != inode:
-            raise SocketRemoved(str(path))
+    await wait_replaced(path, inode)
+    raise SocketRemoved(str(path))
 
 
 class _TooLong(Exception):

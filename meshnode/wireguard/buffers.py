@@ -66,6 +66,13 @@ class Inbox(_Arena):
 
     __slots__ = ()
 
+    def add(self, packet: bytes) -> None:
+        size = len(packet)
+        offset = self.reserve(size)
+        self.buffer[offset : offset + size] = packet
+        self.records.append((offset, size))
+        self.used = offset + size
+
     def take(self) -> list[bytes]:
         view = self.view
         out = [bytes(view[o : o + n]) for o, n in self.records]

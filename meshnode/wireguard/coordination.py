@@ -13,6 +13,8 @@ from __future__ import annotations
 import ipaddress
 import struct
 
+from .checksum import internet_checksum
+
 _UDP = 17
 _PORTS = struct.Struct("!HH")
 _V6_HEADER = struct.Struct("!IHBB16s16s")  # version/class/flow, length, next header, hops
@@ -47,21 +49,6 @@ def coordination_payload(packet: bytes | bytearray | memoryview, offset: int, le
 def is_coordination(packet: bytes | bytearray | memoryview, length: int, port: int) -> bool:
     """Whether an inner packet (from the TUN) is addressed to the coordination port."""
     return length >= 28 and coordination_payload(packet, 0, length, port) is not None
-
-
-def internet_checksum(data: bytes) -> int:
-    """RFC 1071's ones' complement sum (IPv6 UDP's checksum, ICMP's).
-
-    Computed as the data's big-endian integer modulo 0xFFFF (2**16 is 1 modulo
-    0xFFFF, so that is the sum of its 16-bit words with the carries folded in),
-    which runs in C: relayed datagrams each carry one over some 1,400 bytes."""
-    if len(data) % 2:
-        data += b"\0"
-    number = int.from_bytes(data, "big")
-    total = number % 0xFFFF
-    if total == 0 and number:
-        total = 0xFFFF  # ones' complement: a nonzero sum is never "+0"
-    return ~total & 0xFFFF
 
 
 def coordination_packet(source: ipaddress.IPv6Address, destination: ipaddress.IPv6Address,
