@@ -47,7 +47,7 @@ _DELIVER_BATCH = 256  # inner packets gathered before writing them to the TUN
 _TXQUEUELEN = 5000  # the default 500 drops under load (PERF-NOTES)
 _ENDPOINT_CACHE = 4096  # source endpoints remembered; cleared whole when full
 _DISPATCH_ROUNDS = 16  # rounds of handlers (relaying, injecting) per flush, at most
-_SOURCE_CHECK_INTERVAL = 5.0  # seconds between looks for newly learned sources
+_SOURCE_CHECK_SPACING = 1.0  # seconds at least between two looks at the routes
 # Under load, the device stays under load while it reads at least this many
 # handshake messages a second (counted over windows of _LOAD_WINDOW seconds),
 # even when it keeps up with them and drains the socket.
@@ -126,7 +126,10 @@ class Interface:
         self._udp_scope: trio.CancelScope | None = None
         # the timer loop sleeps in this scope until the device's next deadline
         self._timer_scope = trio.CancelScope()
-        self._routes_changed = trio.Event()  # set by the link watch
+        # the source-route check: woken by new sources and by the link watch,
+        # which also says when everything must be looked at again
+        self._source_check = trio.Event()
+        self._routes_changed = True
 
     def _bind(self, port: int, fwmark: int) -> UdpSockets:
         return UdpSockets(port, fwmark, gro=self.offloads.gro, gso=self.offloads.gso)
@@ -445,6 +448,8 @@ class Interface:
         if len(endpoints) >= _ENDPOINT_CACHE:
             endpoints.clear()
         endpoint = Endpoint(address, None if pktinfo is None else local_source(pktinfo))
+        if pktinfo is not None:
+            self._source_check.set()  # a peer may roam to it: its route is looked at
         endpoints[(address, pktinfo)] = endpoint
         return endpoint
 
@@ -524,46 +529,57 @@ class Interface:
                 await self._watch_link_events(events)
 
     async def _watch_link_events(self, events: socket.socket) -> None:
+        links_or_addresses = True  # the first look is at everything
         while True:
-            try:
-                mtu = link.mtu_of(self.name)
-            except OSError:
-                mtu = self.device.mtu  # cannot ask now (no descriptor): keep what we know
-            if mtu is None:
-                raise InterfaceGone(self.name)
-            self.device.mtu = mtu
-            self.udp.addresses_changed()
-            self._routes_changed.set()
+            if links_or_addresses:
+                try:
+                    mtu = link.mtu_of(self.name)
+                except OSError:
+                    mtu = self.device.mtu  # cannot ask now (no descriptor): keep it
+                if mtu is None:
+                    raise InterfaceGone(self.name)
+                self.device.mtu = mtu
+                self.udp.addresses_changed()
+            self.routes_changed()
             await trio.lowlevel.wait_readable(events)
-            link.drain(events)
+            types = link.drain(events)
+            links_or_addresses = bool(types - {link.RTM_NEWROUTE, link.RTM_DELROUTE})
+
+    def routes_changed(self) -> None:
+        """Have every remembered source's route looked at again."""
+        self._routes_changed = True
+        self._source_check.set()
 
     async def _source_route_watch(self) -> None:
         """Keep `udp.misrouted` true: the remembered IPv4 sources whose route to
         the peer leaves by another interface (net/sourceroute.py). Everything is
-        looked at again when routes change; sources learned since, every few
-        seconds."""
+        looked at again when routes, links or addresses change (or the fwmark);
+        sources learned since, when they come. At most one look a second."""
         checked: set[sourceroute.SourcePair] = set()
         while True:
-            with trio.move_on_after(_SOURCE_CHECK_INTERVAL):
-                await self._routes_changed.wait()
-            changed = self._routes_changed.is_set()
-            if changed:
-                self._routes_changed = trio.Event()
+            await self._source_check.wait()
+            self._source_check = trio.Event()
+            everything, self._routes_changed = self._routes_changed, False
             pinned = sourceroute.pinned_pairs(p.endpoint for p in self.device.peers.values())
-            todo = pinned if changed else pinned - checked
-            if not todo:
-                checked &= pinned
-                continue
-            try:
-                found = await trio.to_thread.run_sync(
-                    sourceroute.misrouted, todo, self.udp.fwmark
-                )
-            except OSError as exc:  # out of descriptors, say: keep what we knew
-                self.log.error(f"Cannot look up the routes to peers: {exc}")
-                continue
-            kept = set() if changed else self.udp.misrouted & (pinned - todo)
-            self.udp.misrouted = kept | found
-            checked = pinned
+            todo = pinned if everything else pinned - checked
+            if todo:
+                try:
+                    found = await trio.to_thread.run_sync(
+                        sourceroute.misrouted, todo, self.udp.fwmark
+                    )
+                except Exception as exc:  # pyroute2 has errors of its own, and a
+                    # failed lookup must not end the interface: keep what we
+                    # knew, and look at everything again on the next change
+                    self.log.error(f"Cannot look up the routes to peers: {exc}")
+                    self._routes_changed = True
+                else:
+                    kept = set() if everything else self.udp.misrouted & (pinned - todo)
+                    self.udp.misrouted = kept | found
+                    checked = pinned
+            elif everything:
+                self.udp.misrouted = set()
+                checked = pinned
+            await trio.sleep(_SOURCE_CHECK_SPACING)
 
     # ------------------------------------------------------------ configuration
 
@@ -609,5 +625,7 @@ class Interface:
             if self._udp_scope is not None:
                 self._udp_scope.cancel()
         self.device.listen_port = self.udp.port
+        if self.device.fwmark != self.udp.fwmark:
+            self.routes_changed()  # routes are looked up under the fwmark
         self.device.fwmark = self.udp.fwmark
         self._flush()

@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from meshnode.wireguard.checksum import internet_checksum
-from meshnode.wireguard.device import ICMP_ERRORS_BURST, Device
+from meshnode.wireguard.device import ICMP_ERRORS_BURST, ICMP_ERRORS_PER_SECOND, Device
 from meshnode.wireguard.icmp import host_unreachable
 
 LOCAL4, FAR4 = "10.77.0.1", "10.77.0.50"
@@ -84,10 +84,18 @@ def test_the_quote_keeps_the_error_small() -> None:
         ipv4(LOCAL4, FAR4)[:19],  # shorter than a header
         ipv6(LOCAL6, FAR6)[:39],
         b"\x00" * 40,  # no IP version
+        ipv4("127.0.0.1", FAR4),  # loopback
+        ipv6("::1", FAR6),
+        # an ICMPv6 error behind a destination-options header
+        ipv6(LOCAL6, FAR6, next_header=60,
+             payload=bytes([58, 0]) + bytes(6) + b"\x01\x03" + bytes(30)),
+        # a later fragment
+        ipv6(LOCAL6, FAR6, next_header=44, payload=bytes([17, 0, 0, 8]) + bytes(4) + bytes(30)),
     ],
     ids=["icmp-error", "icmp-truncated", "fragment", "multicast", "broadcast",
          "unspecified", "icmpv6-error", "v6-multicast", "v6-unspecified", "short-v4",
-         "short-v6", "no-version"],
+         "short-v6", "no-version", "loopback", "v6-loopback", "icmpv6-error-behind-options",
+         "v6-later-fragment"],
 )
 def test_no_error_is_due(packet: bytes) -> None:
     assert host_unreachable(packet, len(packet)) is None
@@ -100,20 +108,44 @@ def test_an_echo_request_is_answered() -> None:
     assert host_unreachable(echo6, len(echo6)) is not None
 
 
+def test_extension_headers_and_first_fragments_are_answered() -> None:
+    hop_by_hop = ipv6(LOCAL6, FAR6, next_header=0, payload=bytes([17, 0]) + bytes(6) + bytes(30))
+    first = ipv6(LOCAL6, FAR6, next_header=44, payload=bytes([17, 0, 0, 1]) + bytes(4) + bytes(30))
+    assert host_unreachable(hop_by_hop, len(hop_by_hop)) is not None
+    assert host_unreachable(first, len(first)) is not None
+
+
+def test_the_error_keeps_the_packets_tos() -> None:
+    packet = bytearray(ipv4(LOCAL4, FAR4))
+    packet[1] = 0x10
+    error = host_unreachable(packet, len(packet))
+    assert error is not None and error[1] == 0x10 | 0xC0
+
+
 def _send(device: Device, packets: list[bytes], now: float) -> list[bytes]:
     slots = [memoryview(bytearray(p + bytes(64))) for p in packets]
     device.send_batch(slots, [len(p) for p in packets], len(packets), now)
     return device.inbox.take()
 
 
-def test_the_device_answers_within_its_rate_limits() -> None:
+def test_the_device_answers_within_its_rate_limit() -> None:
     device = Device()
     to_far = ipv4(LOCAL4, FAR4)
     answered = _send(device, [to_far] * (ICMP_ERRORS_BURST + 3), 100.0)
-    assert len(answered) == ICMP_ERRORS_BURST  # a burst for one address, no more
+    assert len(answered) == ICMP_ERRORS_BURST  # a burst, no more
     assert answered[0] == host_unreachable(to_far, len(to_far))
-    other = ipv4(LOCAL4, "10.77.0.51")
-    assert len(_send(device, [other], 100.0)) == 1  # another address has its own
-    assert len(_send(device, [to_far], 101.1)) == 1  # a second on: one more
+    assert not _send(device, [to_far], 100.0)
+    later = 100.0 + 2.5 / ICMP_ERRORS_PER_SECOND
+    assert len(_send(device, [to_far] * 3, later)) == 2  # refilled at the rate
     assert device.icmp_errors_sent == ICMP_ERRORS_BURST + 2
-    assert device.drops["no_route"] == ICMP_ERRORS_BURST + 3 + 2
+    assert device.drops["no_route"] == ICMP_ERRORS_BURST + 3 + 1 + 3
+
+
+def test_the_nodes_own_packets_get_no_error() -> None:
+    # the agent's coordination packets and relay frames go through the same
+    # routing: one to a member just removed is dropped, and the host, which
+    # never sent it, is told nothing
+    device = Device()
+    device.send_coordination(ipv6(LOCAL6, FAR6), 100.0)
+    assert not device.inbox.take() and device.icmp_errors_sent == 0
+    assert device.drops["no_route"] == 1

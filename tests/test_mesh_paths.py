@@ -103,6 +103,26 @@ def test_a_working_path_is_replaced_only_for_a_clear_gain() -> None:
     assert path.on_pong(V6, 0.015, T + 0.4) == PathUpdate(endpoint=V6)  # IPv6 over IPv4
 
 
+def test_a_first_handshake_through_the_relay_starts_the_direct_paths_heartbeats() -> None:
+    # the member's PUNCH made its probes answer before any session: the path is
+    # direct with no heartbeat; the session then starts through the relay
+    path = Path([A], LOCAL, T, relay=R)
+    path.on_pong(A, 0.02, T)
+    assert path.state is PathState.DIRECT and path.next_heartbeat is None
+    assert path.on_handshake(Relay(R), T + 0.5) == PathUpdate(endpoint=A)
+    assert path.next_heartbeat == T + 0.5 + HEARTBEAT
+
+
+def test_a_lan_path_is_kept_when_a_handshake_comes_through_the_relay() -> None:
+    # LAN paths get no heartbeats: long after their last answer they are not
+    # "quiet"; the member (restarted, say) wrote through the relay first
+    path = Path([B, A], LOCAL, T, relay=R)
+    path.on_handshake(B, T)
+    assert path.state is PathState.LAN
+    assert path.on_handshake(Relay(R), T + 200) == PathUpdate(endpoint=B)
+    assert path.state is PathState.LAN and path.device == B
+
+
 def test_a_quiet_path_gives_way_at_once_to_the_members_new_address() -> None:
     # the member's NAT came back on another address: its data arrives from there
     # (WireGuard roamed) while the old path has missed its heartbeat

@@ -31,7 +31,7 @@ def _count_looks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return looks
 
 
-@pytest.mark.parametrize("change", ["delete", "replace", "rename-over"])
+@pytest.mark.parametrize("change", ["delete", "replace", "rename-over", "directory-moved"])
 async def test_a_deleted_or_replaced_file_is_noticed_at_once(tmp_path: Path, change: str) -> None:
     path, inode = _file(tmp_path)
     done = trio.Event()
@@ -51,9 +51,11 @@ async def test_a_deleted_or_replaced_file_is_noticed_at_once(tmp_path: Path, cha
         elif change == "replace":
             path.unlink()
             path.write_bytes(b"")  # a new socket of the same name, another inode
-        else:
+        elif change == "rename-over":
             (tmp_path / "new.sock").write_bytes(b"")
             os.rename(tmp_path / "new.sock", path)
+        else:
+            os.rename(tmp_path, tmp_path.with_name(tmp_path.name + "-moved"))
         with trio.fail_after(1):
             await done.wait()
 

@@ -346,6 +346,8 @@ class Path:
             self.next_heartbeat = self.heartbeat_sent + HEARTBEAT
             self.heartbeat_sent = None
         if candidate == self.chosen or self._better(candidate, now):
+            if candidate != self.chosen:  # the old path's heartbeat is not this one's
+                self.next_heartbeat = self.heartbeat_sent = None
             self.chosen = candidate
             self._go(self.local.classify(candidate[0]), now)
             self._deadline = None
@@ -531,10 +533,13 @@ class Path:
 
     def _relayed_handshake_while_direct(self, now: float) -> PathUpdate | None:
         """The member's handshake came through the relay, so the device roamed
-        there. If the direct path answered lately the member only had not found it
-        yet: take the device back. Otherwise the member's own path fell back (its
-        address changed, say): follow it to the relay, and punch again."""
-        if not self._quiet(now):
+        there. If the direct path answered lately, or gets no heartbeats to tell
+        (a LAN path), the member only had not found it yet: take the device back,
+        and start the heartbeats of the session this handshake began. Otherwise
+        the member's own path fell back (its address changed, say): follow it to
+        the relay, and punch again."""
+        if self.next_heartbeat is None or not self._quiet(now):
+            self._arm_heartbeat(now)
             return self._configure()
         if self.chosen is not None:
             self.alive.pop(self.chosen, None)

@@ -14,6 +14,8 @@ RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV6_IFADDR = 0x100
 RTMGRP_IPV4_ROUTE = 0x40
 RTMGRP_IPV6_ROUTE = 0x400
+RTM_NEWROUTE, RTM_DELROUTE = 24, 25
+_NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, port
 
 
 def configure(name: str, *, mtu: int | None = None, up: bool | None = None,
@@ -50,14 +52,23 @@ def mtu_of(name: str) -> int | None:
     return struct.unpack_from("16si", result)[1]
 
 
-def drain(sock: socket.socket) -> None:
-    """Read every pending notification of a link events socket (their content
-    does not matter: the reader looks again at what it follows)."""
+def drain(sock: socket.socket) -> set[int]:
+    """Read every pending notification of a link events socket; the message
+    types seen (the reader looks again at what it follows: the content does
+    not matter, only whether links, addresses or routes changed)."""
+    types: set[int] = set()
     while True:
         try:
-            sock.recv(65536)
+            data = sock.recv(65536)
         except BlockingIOError:
-            return
+            return types
+        offset = 0
+        while offset + _NLMSG_HEADER.size <= len(data):
+            length, kind, _, _, _ = _NLMSG_HEADER.unpack_from(data, offset)
+            types.add(kind)
+            if length < _NLMSG_HEADER.size:
+                break
+            offset += (length + 3) & ~3
 
 
 def link_events_socket(routes: bool = False) -> socket.socket:

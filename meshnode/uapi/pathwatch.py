@@ -20,6 +20,9 @@ import trio
 # <sys/inotify.h>
 _IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x40, 0x80, 0x100, 0x200
 _IN_DELETE_SELF, _IN_MOVE_SELF = 0x400, 0x800
+_IN_UNMOUNT, _IN_IGNORED = 0x2000, 0x8000
+# the directory itself went (or its watch did): the socket file went with it
+_WATCH_GONE = _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_UNMOUNT | _IN_IGNORED
 _DIRECTORY_EVENTS = (
     _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE | _IN_DELETE_SELF | _IN_MOVE_SELF
 )
@@ -59,7 +62,7 @@ def _touched(fd: int, name: bytes) -> bool:
                 _wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
                 start = offset + _EVENT.size
                 entry = data[start : start + length].rstrip(b"\0")
-                if entry == name or mask & (_IN_DELETE_SELF | _IN_MOVE_SELF):
+                if entry == name or mask & _WATCH_GONE:
                     touched = True
                 offset = start + length
     return touched

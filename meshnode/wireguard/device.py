@@ -69,10 +69,10 @@ _EVENT_QUEUE = 4096
 # every datagram it reads): a legitimate initiator needs one per 5 s retry.
 COOKIE_REPLIES_PER_SECOND = 20
 COOKIE_REPLIES_BURSTABLE = 5
-# ICMP errors for packets no peer takes: per unreachable address as the kernel
-# limits them (icmp_ratelimit: one a second, bursts of six), and in all
-ICMP_ERRORS_PER_ADDRESS, ICMP_ERRORS_BURST = 1, 6
-ICMP_ERRORS_PER_SECOND = 100
+# ICMP errors for packets no peer takes, limited as the kernel limits its own
+# to a local address (icmp_msgs_per_sec and icmp_msgs_burst; its per-address
+# limit exempts them)
+ICMP_ERRORS_PER_SECOND, ICMP_ERRORS_BURST = 1000, 50
 
 __all__ = ["ConfigError", "Device", "Drop"]
 
@@ -105,8 +105,7 @@ class Device:
         self.cookie_limiter = RateLimiter(COOKIE_REPLIES_PER_SECOND, COOKIE_REPLIES_BURSTABLE)
         self.timers = TimerQueue()
         self.drops: Counter[Drop] = Counter()
-        self.icmp_limiter = RateLimiter(ICMP_ERRORS_PER_ADDRESS, ICMP_ERRORS_BURST)
-        self.icmp_total_limiter = RateLimiter(ICMP_ERRORS_PER_SECOND, ICMP_ERRORS_PER_SECOND)
+        self.icmp_limiter = RateLimiter(ICMP_ERRORS_PER_SECOND, ICMP_ERRORS_BURST)
         self.icmp_errors_sent = 0  # host unreachable, written back to the TUN
         # what happened to peers, for the layers above (drained with next_event);
         # bounded, so a device nobody drains (meshnode-wg) cannot grow it
@@ -311,14 +310,12 @@ class Device:
     def count_drop(self, reason: Drop) -> None:
         self.drops[reason] += 1
 
-    def no_route(self, packet: memoryview, size: int, destination: int, now: float) -> None:
+    def no_route(self, packet: memoryview, size: int, now: float) -> None:
         """An inner packet from the TUN that no peer's allowed IPs cover: dropped,
         and answered with an ICMP host unreachable into the inbox, as the kernel
-        does (icmp.py), within the rate limits."""
+        does (icmp.py), within the rate limit."""
         self.drops[Drop.NO_ROUTE] += 1
-        if not self.icmp_limiter.allow(destination, now):
-            return
-        if not self.icmp_total_limiter.allow(None, now):
+        if not self.icmp_limiter.allow(None, now):
             return
         error = host_unreachable(packet, size)
         if error is not None:

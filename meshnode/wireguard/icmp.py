@@ -11,7 +11,7 @@ and the host drops one whose source is its own address: the error therefore
 comes from the unreachable destination itself (ping shows "From
 <destination> ... Destination Host Unreachable"). As RFC 1122 and RFC 4443
 ask, there is no error about an error, a fragment after the first, or a
-packet from or to a multicast or unspecified address.
+packet from or to a multicast, unspecified or loopback address.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import struct
 from .checksum import internet_checksum
 
 _ICMP, _ICMPV6 = 1, 58
+_V6_FRAGMENT = 44
+_V6_EXTENSIONS = frozenset({0, 43, 60})  # hop-by-hop, routing, destination options
 _V4_ERRORS = frozenset({3, 4, 5, 11, 12})  # destination unreachable, ..., parameter problem
 _V4_QUOTE = 576 - 20 - 8  # the whole error fits in 576 bytes, as Linux sends them
 _V6_QUOTE = 1280 - 40 - 8  # the whole error fits in the minimum IPv6 MTU (RFC 4443)
@@ -43,15 +45,15 @@ def host_unreachable(packet: bytes | bytearray | memoryview, size: int) -> bytes
 
 
 def _v4_ordinary(address: bytes) -> bool:
-    # not 0.0.0.0/8, not multicast or reserved (224/3, broadcast included)
-    return address[0] != 0 and address[0] < 224
+    # not 0.0.0.0/8, not loopback, not multicast or reserved (224/3, broadcast)
+    return 0 < address[0] < 224 and address[0] != 127
 
 
 def _unreachable_v4(quote: bytes, size: int) -> bytes | None:
     header_length = (quote[0] & 0x0F) * 4
     if header_length < 20 or size < header_length:
         return None
-    _, _, _, _, fragment, _, protocol, _, source, destination = _V4_HEADER.unpack_from(quote)
+    _, tos, _, _, fragment, _, protocol, _, source, destination = _V4_HEADER.unpack_from(quote)
     if fragment & 0x1FFF:
         return None  # not the first fragment
     if not (_v4_ordinary(source) and _v4_ordinary(destination)):
@@ -61,14 +63,36 @@ def _unreachable_v4(quote: bytes, size: int) -> bytes | None:
     body = _ERROR_HEADER.pack(3, 1, 0, 0) + quote  # destination unreachable: host
     body = body[:2] + internet_checksum(body).to_bytes(2, "big") + body[4:]
     total = 20 + len(body)
-    # IP precedence "internetwork control" (0xc0) and TTL 64, as Linux's ICMP
-    header = _V4_HEADER.pack(0x45, 0xC0, total, 0, 0, 64, _ICMP, 0, destination, source)
+    # the packet's TOS with precedence "internetwork control", TTL 64, as Linux's
+    header = _V4_HEADER.pack(0x45, tos | 0xC0, total, 0, 0, 64, _ICMP, 0, destination, source)
     header = header[:10] + internet_checksum(header).to_bytes(2, "big") + header[12:]
     return header + body
 
 
+_V6_LOOPBACK = bytes(15) + b"\x01"
+
+
 def _v6_ordinary(address: bytes) -> bool:
-    return address[0] != 0xFF and address != bytes(16)  # not multicast, not unspecified
+    # not multicast, not unspecified, not loopback
+    return address[0] != 0xFF and address not in (bytes(16), _V6_LOOPBACK)
+
+
+def _v6_upper(quote: bytes, size: int, next_header: int) -> tuple[int, int] | None:
+    """The upper-layer protocol and its offset past the extension headers, or
+    None for a fragment after the first (or headers beyond the quote)."""
+    offset = 40
+    while next_header in _V6_EXTENSIONS or next_header == _V6_FRAGMENT:
+        if offset + 8 > min(size, len(quote)):
+            return None
+        if next_header == _V6_FRAGMENT:
+            if int.from_bytes(quote[offset + 2 : offset + 4], "big") & 0xFFF8:
+                return None  # not the first fragment
+            length = 8
+        else:
+            length = (quote[offset + 1] + 1) * 8
+        next_header = quote[offset]
+        offset += length
+    return next_header, offset
 
 
 def _unreachable_v6(quote: bytes, size: int) -> bytes | None:
@@ -77,7 +101,11 @@ def _unreachable_v6(quote: bytes, size: int) -> bytes | None:
     _, _, next_header, _, source, destination = _V6_HEADER.unpack_from(quote)
     if not (_v6_ordinary(source) and _v6_ordinary(destination)):
         return None
-    if next_header == _ICMPV6 and (size <= 40 or quote[40] < 128):
+    upper = _v6_upper(quote, size, next_header)
+    if upper is None:
+        return None
+    protocol, offset = upper
+    if protocol == _ICMPV6 and (size <= offset or offset >= len(quote) or quote[offset] < 128):
         return None  # an ICMPv6 error (types below 128), or truncated
     body = _ERROR_HEADER.pack(1, 3, 0, 0) + quote  # destination unreachable: address
     pseudo = destination + source + struct.pack("!I3xB", len(body), _ICMPV6)

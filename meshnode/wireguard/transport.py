@@ -87,7 +87,10 @@ def seal_batch(dev: Device, slots: list[memoryview], lengths: list[int], count: 
             peer = lookup_v4(route) if route < _V6_TAG else lookup_v6(route ^ _V6_TAG)
             keypair = None
         if peer is None:
-            dev.no_route(slot, size, route, now)
+            if from_tun:  # an ICMP error only for what the host sent
+                dev.no_route(slot, size, now)
+            else:
+                dev.count_drop(Drop.NO_ROUTE)
             continue
         if guard and is_coordination(slot, size, guard):
             dev.count_drop(Drop.COORDINATION_FROM_TUN)
