@@ -47,7 +47,9 @@ _DELIVER_BATCH = 256  # inner packets gathered before writing them to the TUN
 _TXQUEUELEN = 5000  # the default 500 drops under load (PERF-NOTES)
 _ENDPOINT_CACHE = 4096  # source endpoints remembered; cleared whole when full
 _DISPATCH_ROUNDS = 16  # rounds of handlers (relaying, injecting) per flush, at most
-_SOURCE_CHECK_SPACING = 1.0  # seconds at least between two looks at the routes
+# seconds at least between two looks at the routes; a look that took long
+# waits longer, so that route churn keeps the lookups to a tenth of the time
+_SOURCE_CHECK_SPACING = 0.05
 # Under load, the device stays under load while it reads at least this many
 # handshake messages a second (counted over windows of _LOAD_WINDOW seconds),
 # even when it keeps up with them and drains the socket.
@@ -554,7 +556,7 @@ class Interface:
         """Keep `udp.misrouted` true: the remembered IPv4 sources whose route to
         the peer leaves by another interface (net/sourceroute.py). Everything is
         looked at again when routes, links or addresses change (or the fwmark);
-        sources learned since, when they come. At most one look a second."""
+        sources learned since, when they come."""
         checked: set[sourceroute.SourcePair] = set()
         while True:
             await self._source_check.wait()
@@ -562,7 +564,9 @@ class Interface:
             everything, self._routes_changed = self._routes_changed, False
             pinned = sourceroute.pinned_pairs(p.endpoint for p in self.device.peers.values())
             todo = pinned if everything else pinned - checked
+            took = 0.0
             if todo:
+                started = time.monotonic()
                 try:
                     found = await trio.to_thread.run_sync(
                         sourceroute.misrouted, todo, self.udp.fwmark
@@ -576,10 +580,11 @@ class Interface:
                     kept = set() if everything else self.udp.misrouted & (pinned - todo)
                     self.udp.misrouted = kept | found
                     checked = pinned
+                took = time.monotonic() - started
             elif everything:
                 self.udp.misrouted = set()
                 checked = pinned
-            await trio.sleep(_SOURCE_CHECK_SPACING)
+            await trio.sleep(max(_SOURCE_CHECK_SPACING, 9 * took))
 
     # ------------------------------------------------------------ configuration
 
