@@ -25,6 +25,7 @@ from meshnode.wireguard.constants import REJECT_AFTER_MESSAGES
 from meshnode.wireguard.cookie import CookieGenerator
 from meshnode.wireguard.device import Device, Drop
 from meshnode.wireguard.endpoint import Endpoint
+from meshnode.wireguard.icmp import host_unreachable
 
 SETTINGS = settings(
     max_examples=200,
@@ -104,6 +105,12 @@ def feed(net: MemNet, node: Node, datagram: bytes) -> tuple[bytes | None, list[D
 def known_indexes(net: MemNet, node: Node) -> set[bytes]:
     """Receiver indexes the other node has used for node's sessions."""
     return {d[4:8] for _, d, _ in net.other(node).sent if d[:4] == m.HEADER_TRANSPORT}
+
+
+def answered_unreachable(packet: bytes) -> list[bytes]:
+    """What the device writes back for a packet no peer takes (wireguard/icmp.py)."""
+    error = host_unreachable(packet, len(packet))
+    return [error] if error is not None else []
 
 
 def still_works(net: MemNet) -> None:
@@ -503,6 +510,7 @@ def check_sent(net: MemNet, packet: bytes) -> None:
     if family(packet[DST[version]]) != ipaddress.ip_address(B_INNER[version]):
         assert a_added == [Drop.NO_ROUTE]
         assert (b_added, b_delivered) == (0, [])
+        assert a.device.inbox.take() == answered_unreachable(packet)
         event("not sent: no route")
         return
     assert a_added == []  # routed and sent: the rest is up to b
@@ -571,6 +579,8 @@ def test_unsendable_inner_packets(packet: bytes, reason: Drop) -> None:
     before = Counter(net.a.device.drops)
     assert net.a.device.send(packet, net.now) is None
     assert list((net.a.device.drops - before).elements()) == [reason]
+    answer = net.a.device.inbox.take()  # for the host: an ICMP error, if one is due
+    assert answer == (answered_unreachable(packet) if reason is Drop.NO_ROUTE else [])
     assert net.a.device.datagrams_to_send() == []
     still_works(net)
 
