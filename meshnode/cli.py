@@ -156,6 +156,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "status": Subcommand(meshcli.status_main, "Shows each mesh member and how it is reached"),
     "members": Subcommand(meshcli.members_main, "Lists a mesh's members"),
     "revoke": Subcommand(meshcli.revoke_main, "Revokes a member from a mesh (admin)"),
+    "roles": Subcommand(meshcli.roles_main, "Makes a member a rendezvous, or not (admin)"),
     "leave": Subcommand(meshcli.leave_main, "Leaves a mesh and takes its interface down"),
     "log": Subcommand(meshcli.log_main, "Shows a mesh's membership changes"),
     "netcheck": Subcommand(meshcli.netcheck_main, "Reports the NAT and public address of a mesh"),

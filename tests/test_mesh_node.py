@@ -276,3 +276,31 @@ def test_a_member_that_leaves_is_dropped_and_its_interface_goes(netns_lab: Lab) 
     assert not (c.root / "state" / "meshes" / "lab").exists()
     _, log = a.cli("log")
     assert "n3" in log and "left" in log, log
+
+
+def test_the_admin_makes_a_member_a_rendezvous_and_every_member_learns_it(netns_lab: Lab) -> None:
+    a, b, c = found_mesh(netns_lab, 3)
+    wait_for(lambda: all_know_each_other([a, b, c]), 15, "every member to know every other")
+    assert c.members()["n2"]["roles"] == []
+    _, out = a.cli("roles", "n2", "rendezvous")
+    assert "n2" in out and "rendezvous" in out, out
+
+    def everyone_knows() -> bool:
+        return all(node.members()["n2"]["roles"] == ["relay", "rendezvous"] for node in (a, c))
+
+    wait_for(everyone_knows, 10, "the new roles to reach every member")
+    # only the admin gives roles, never the admin's, and only these
+    for node, args, words in (
+        (b, ("roles", "n3", "rendezvous"), "not an admin"),
+        (a, ("roles", "n1", "none"), "is an admin"),
+        (a, ("roles", "n9", "rendezvous"), "no member"),
+    ):
+        code, out = node.cli(*args, check=False)
+        assert code != 0 and words in out, out
+    code, out = a.cli("roles", "n2", "admin", check=False)
+    assert code != 0 and "invalid choice" in out, out
+    a.cli("roles", "n2", "none")
+    wait_for(lambda: c.members()["n2"]["roles"] == [], 10, "the roles to be taken back")
+    _, log = c.cli("log")
+    assert "was re-issued (version 2, roles relay, rendezvous)" in log, log
+    assert "was re-issued (version 3, roles none)" in log, log

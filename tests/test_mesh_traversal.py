@@ -11,8 +11,10 @@ from __future__ import annotations
 import itertools
 import random
 
+import pytest
 from mesh_memnet import MemNet, Nat, SimNode
 
+from meshnode.mesh.errors import AgentError
 from meshnode.mesh.paths import Relay
 from meshnode.wireguard.events import HandshakeCompleted, PeerEvent
 
@@ -234,3 +236,54 @@ def test_fifty_members_half_easy_half_hard() -> None:
     rate = sent / len(members) / minutes
     print(f"50 members: {counts}; idle probes per member per minute: {rate:.1f}")
     assert rate < 600  # measured: about 330, the pings and pongs of direct sessions' heartbeats
+
+
+def test_a_member_made_rendezvous_relays_when_the_admin_is_away() -> None:
+    net, admin = mesh()
+    vps = member(net, admin, "vps", None)  # a public address, no NAT
+    carol = member(net, admin, "carol", net.nat("hard"))
+    dave = member(net, admin, "dave", net.nat("hard"))
+    assert not net.relays(vps)
+    record = admin.agent.set_roles("vps", frozenset({"rendezvous", "relay"}), net.now)
+    assert record.version == 2 and net.relays(vps) is False  # pushed, not yet there
+    net.pump(admin)
+    net.run(10)
+    for node in (carol, dave, vps):
+        assert node.agent.roster.member(vps.key).roles == {"rendezvous", "relay"}
+    assert net.relays(vps)
+    net.talk(carol, dave)
+    net.run(10)
+    assert paths(net, carol, dave) == ("relayed", "relayed")
+    net.offline(admin)
+    took = net.run_until(
+        lambda: net.status(carol, dave).via == "vps" and net.status(dave, carol).via == "vps"
+        and paths(net, carol, dave) == ("relayed", "relayed"),
+        120,
+    )
+    print(f"relayed via vps {took:.1f} s after the admin went away")
+    before = net.relayed[vps.key]
+    net.talk(carol, dave)
+    net.run(2)
+    assert net.relayed[vps.key] > before
+    # taken back: vps relays no more, and the others stop choosing it
+    net.online(admin)
+    net.run(10)
+    admin.agent.set_roles(vps.key, frozenset(), net.now)
+    net.pump(admin)
+    net.run(30)
+    assert not net.relays(vps)
+    assert carol.agent.reach.relay == admin.key and dave.agent.reach.relay == admin.key
+
+
+def test_only_rendezvous_and_relay_can_be_given_and_not_to_an_admin() -> None:
+    net, admin = mesh()
+    alice = member(net, admin, "alice", net.nat("easy"))
+    with pytest.raises(AgentError, match="cannot be given"):
+        admin.agent.set_roles("alice", frozenset({"admin"}), net.now)
+    with pytest.raises(AgentError, match="is an admin"):
+        admin.agent.set_roles("admin", frozenset({"relay"}), net.now)
+    with pytest.raises(AgentError, match="no member"):
+        admin.agent.set_roles("zed", frozenset({"relay"}), net.now)
+    with pytest.raises(AgentError, match="not an admin"):
+        alice.agent.set_roles("alice", frozenset({"relay"}), net.now)
+    assert admin.agent.roster.member(alice.key).version == 1

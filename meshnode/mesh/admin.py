@@ -14,7 +14,7 @@ handshake that never completes.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from . import events as ev
@@ -36,7 +36,7 @@ from .messages import (
 )
 from .peerconfig import ConfigurePeer, RemovePeer, host_route
 from .pending import PendingInvite
-from .records import MemberRecord, Signed, Tombstone
+from .records import ASSIGNABLE_ROLES, MemberRecord, Signed, Tombstone
 from .roster import Roster
 
 if TYPE_CHECKING:
@@ -248,6 +248,28 @@ class Admin:
         if record.public_key == agent.public_key:
             raise AgentError("a node cannot revoke itself: use leave")
         return self.tombstone(record.public_key, now, reason)
+
+    def set_roles(self, who: str | bytes, roles: frozenset[str], now: float) -> MemberRecord:
+        """Re-issue a member's record with `roles` (a version up) and push it: a
+        rendezvous member introduces members to each other and relays for them,
+        as the admin does. The admin's own roles stay as `init` made them."""
+        agent = self.agent
+        unknown = roles - ASSIGNABLE_ROLES
+        if unknown:
+            raise AgentError(f"roles {', '.join(sorted(unknown))} cannot be given: "
+                             f"only {', '.join(sorted(ASSIGNABLE_ROLES))}")  # fmt: skip
+        record = next((m for m in agent.roster.members() if who in (m.name, m.public_key)), None)
+        if record is None:
+            raise AgentError(f"mesh {agent.mesh_name} has no member {show(who)}")
+        if "admin" in record.roles:
+            raise AgentError(f"{record.name} is an admin: its roles stay as they are")
+        if record.roles == roles:
+            return record
+        updated = replace(record, roles=roles, version=record.version + 1)
+        signed = Signed.issue(self.authority, updated)
+        if agent.apply_blob(signed, now):
+            agent.gossip.spread([signed], now)
+        return updated
 
     def tombstone(self, key: bytes, now: float, reason: str) -> Tombstone:
         """Revoke `key`: apply the tombstone here and push it at once."""

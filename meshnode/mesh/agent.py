@@ -369,6 +369,8 @@ class MeshAgent:
             )
         if self.members.is_live(record.public_key):
             self.reach.configure(record.public_key, now)
+        if isinstance(change, MemberUpdated) and change.old.roles != record.roles:
+            self.reach.roles_changed(record.public_key, now)
 
     def _revoked(self, change: MemberRevoked, now: float) -> None:
         key, tombstone = change.public_key, change.tombstone
@@ -447,6 +449,11 @@ class MeshAgent:
         tombstone is pushed to the mesh at once."""
         self._now = now
         return self._require_admin().revoke_member(who, now, reason)
+
+    def set_roles(self, who: str | bytes, roles: frozenset[str], now: float) -> MemberRecord:
+        """Give a member roles (or take them): its record is re-issued and pushed."""
+        self._now = now
+        return self._require_admin().set_roles(who, roles, now)
 
     def leave(self, now: float, text: str = "") -> None:
         """Tell every live member this node leaves. Then send the messages and take

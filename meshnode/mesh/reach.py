@@ -184,7 +184,7 @@ class Reach:
             return
         if relay is None and self.relay is not None:
             path = self.paths.get(self.relay)
-            if path is not None and path.working:
+            if path is not None and path.working and self.relay in self.host.members.rendezvous():
                 return  # keep a relay that still answers, even if no longer the best
         self.relay = relay
         for key in self.host.members.live():
@@ -192,6 +192,13 @@ class Reach:
                 self._path_op(key, now, lambda p, k=key: p.set_relay(self.relay_for(k), now))
             else:
                 self.configure(key, now)
+
+    def roles_changed(self, key: bytes, now: float) -> None:
+        """A member became a rendezvous (or stopped being one): choose the relay
+        again, and the path to it has a relay to fall back to, or none."""
+        self._refresh_relay(now)
+        if key in self.paths:
+            self._path_op(key, now, lambda p: p.set_relay(self.relay_for(key), now))
 
     def _known(self, key: bytes) -> bool:
         info = self.directory.get(key)

@@ -35,6 +35,7 @@ __all__ = [  # the authority's classes are re-exported: records are used with th
 KIND_MEMBER = "member"
 KIND_REVOKE = "revoke"
 ROLES = frozenset({"admin", "rendezvous", "relay"})
+ASSIGNABLE_ROLES = frozenset({"rendezvous", "relay"})  # by `meshnode roles`
 
 FORMAT = 1  # the first field of every record body
 MAX_REASON = 200

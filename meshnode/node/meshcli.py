@@ -273,7 +273,9 @@ def members_main(argv: list[str]) -> int:
         return 0
     for row in rows:
         me = "  (this node)" if row.get("self") else ""
-        print(f"{row['name']:<20} {row['ipv4']:<15} {row['ipv6']:<28} {row['public_key']}{me}")
+        roles = f"  [{', '.join(row['roles'])}]" if row.get("roles") else ""
+        print(f"{row['name']:<20} {row['ipv4']:<15} {row['ipv6']:<28} {row['public_key']}"
+              f"{roles}{me}")  # fmt: skip
     return 0
 
 
@@ -286,6 +288,31 @@ def revoke_main(argv: list[str]) -> int:
     args = _parse(argv, build)
     reply = _ask("revoke", mesh=args.mesh, member=args.member, reason=args.reason)
     print(f"Member {args.member} revoked from mesh {reply['mesh']}")
+    return 0
+
+
+_ROLE_CHOICES = {
+    # a rendezvous introduces members to each other and relays for them, as
+    # the admin does: the two go together
+    "rendezvous": ["rendezvous", "relay"],
+    "none": [],
+}
+
+
+def roles_main(argv: list[str]) -> int:
+    def build(p: argparse.ArgumentParser) -> None:
+        p.add_argument("member", help="the member's name")
+        p.add_argument("role", choices=sorted(_ROLE_CHOICES),
+                       help="rendezvous: it introduces members and relays for them, "
+                       "as the admin does (give it to a member with a public "
+                       "address); none: an ordinary member again")  # fmt: skip
+        p.add_argument("--mesh")
+
+    args = _parse(argv, build)
+    reply = _ask("roles", mesh=args.mesh, member=args.member, roles=_ROLE_CHOICES[args.role])
+    roles = ", ".join(reply["roles"]) or "none"
+    print(f"Member {reply['member']} of mesh {reply['mesh']} now has roles: {roles} "
+          f"(record version {reply['version']}, spreading to the mesh)")  # fmt: skip
     return 0
 
 

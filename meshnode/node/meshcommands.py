@@ -50,6 +50,7 @@ class MeshCommands:
             "invite-revoke": self.invite_revoke,
             "mesh-status": self.status,
             "revoke": self.revoke,
+            "roles": self.roles,
             "leave": self.leave,
             "mesh-log": self.log,
             "netcheck": self.netcheck,
@@ -210,6 +211,14 @@ class MeshCommands:
         reason = args.string("reason") or ""
         host.call(lambda agent, now: agent.revoke_member(member, now, reason))
         return {"ok": True, "mesh": host.name, "member": member}
+
+    async def roles(self, args: control.Args) -> Reply:
+        host = self._pick(args)
+        member = args.string("member") or ""
+        roles = frozenset(args.strings("roles") or ())
+        record = host.call(lambda agent, now: agent.set_roles(member, roles, now))
+        return {"ok": True, "mesh": host.name, "member": record.name,
+                "roles": sorted(record.roles), "version": record.version}  # fmt: skip
 
     async def log(self, args: control.Args) -> Reply:
         host = self._pick(args)
