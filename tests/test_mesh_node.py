@@ -100,7 +100,7 @@ def test_a_member_offline_learns_what_changed_when_it_comes_back(netns_lab: Lab)
     wait_for(lambda: all_know_each_other([a, b, c]), 15, "every member to know every other")
     b.kill9()
     d.cli("join", a.invite("--name", "n4"))
-    a.cli("revoke", "n3")
+    a.cli("revoke", a.members()["n3"]["public_key"])  # by its key, as `members` shows it
     b.start()
     wait_for(lambda: set(b.members()) == {"n1", "n4"}, 10, "b to learn of d and of c's revocation")
     assert b.reaches(overlay(d), within=10)
@@ -299,7 +299,7 @@ def test_the_admin_makes_a_member_a_rendezvous_and_every_member_learns_it(netns_
         assert code != 0 and words in out, out
     code, out = a.cli("roles", "n2", "admin", check=False)
     assert code != 0 and "invalid choice" in out, out
-    a.cli("roles", "n2", "none")
+    a.cli("roles", a.members()["n2"]["public_key"], "none")  # by its key, as `members` shows it
     wait_for(lambda: c.members()["n2"]["roles"] == [], 10, "the roles to be taken back")
     _, log = c.cli("log")
     assert "was re-issued (version 2, roles relay, rendezvous)" in log, log

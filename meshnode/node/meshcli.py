@@ -301,7 +301,7 @@ _ROLE_CHOICES = {
 
 def roles_main(argv: list[str]) -> int:
     def build(p: argparse.ArgumentParser) -> None:
-        p.add_argument("member", help="the member's name")
+        p.add_argument("member", help="the member's name (or base64 public key)")
         p.add_argument("role", choices=sorted(_ROLE_CHOICES),
                        help="rendezvous: it introduces members and relays for them, "
                        "as the admin does (give it to a member with a public "

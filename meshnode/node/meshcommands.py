@@ -7,6 +7,8 @@ command leaves the node and its meshes as they were.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import socket
 import time
@@ -209,20 +211,32 @@ class MeshCommands:
         host = self._pick(args)
         member = args.string("member") or ""
         reason = args.string("reason") or ""
-        host.call(lambda agent, now: agent.revoke_member(member, now, reason))
+        who = _member_ref(member)
+        host.call(lambda agent, now: agent.revoke_member(who, now, reason))
         return {"ok": True, "mesh": host.name, "member": member}
 
     async def roles(self, args: control.Args) -> Reply:
         host = self._pick(args)
         member = args.string("member") or ""
         roles = frozenset(args.strings("roles") or ())
-        record = host.call(lambda agent, now: agent.set_roles(member, roles, now))
+        who = _member_ref(member)
+        record = host.call(lambda agent, now: agent.set_roles(who, roles, now))
         return {"ok": True, "mesh": host.name, "member": record.name,
                 "roles": sorted(record.roles), "version": record.version}  # fmt: skip
 
     async def log(self, args: control.Args) -> Reply:
         host = self._pick(args)
         return {"ok": True, "mesh": host.name, "lines": self.node.store.read_log(host.name)}
+
+
+def _member_ref(text: str) -> str | bytes:
+    """A member as a command names it: its name, or its public key in base64 as
+    `meshnode members` shows it (a name never ends in "=", a key always does)."""
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return text
+    return key if len(key) == 32 else text
 
 
 def _split(text: str) -> tuple[str, int]:
