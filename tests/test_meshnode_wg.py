@@ -26,6 +26,14 @@ def test_wg_show_reads_back_what_wg_set_configured(netns_lab) -> None:  # noqa: 
     allowed = "10.77.0.2/32,fd77::2/128,10.99.0.0/16"
     m.wg("set", m.ifname, "fwmark", "0x1234", "peer", other.public_b64,
          "persistent-keepalive", "25", "allowed-ips", allowed)  # fmt: skip
+    # turning persistent keepalive on sends a keepalive at once, so a handshake
+    # runs without any traffic (the peer answers within milliseconds, but the
+    # dump may be read before the answer arrives on a loaded machine)
+    def shaken() -> bool:
+        peer = m.wg("show", m.ifname, "dump").splitlines()[1]
+        return peer.split("\t")[4] != "0"
+
+    wait_for(shaken, 5, "the handshake the first keepalive starts")
     iface, peer = m.wg("show", m.ifname, "dump").splitlines()
     private, public, port, fwmark = iface.split("\t")
     assert keys.from_base64(private) == m.private_key
@@ -35,7 +43,6 @@ def test_wg_show_reads_back_what_wg_set_configured(netns_lab) -> None:  # noqa: 
     assert fields[1] != "(none)"  # a preshared key is set
     assert fields[2] == f"{other.underlay4}:{PORT}"
     assert sorted(fields[3].split(",")) == ["10.77.0.2/32", "10.99.0.0/16", "fd77::2/128"]
-    # turning persistent keepalive on sent a keepalive at once, so a handshake ran
     assert int(fields[4]) > 0 and int(fields[5]) > 0 and int(fields[6]) > 0
     assert fields[7] == "25"
     conf = m.wg("showconf", m.ifname)
