@@ -40,12 +40,15 @@ async def run_daemon(tun: Tun, listener: socket.socket, log: Logger, offloads: O
     interface = Interface(tun, log, offloads=offloads)
     log.verbose("Device started")
     try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(drain)  # log lines queue for it, never blocking the loop
-            await nursery.start(interface.run)
-            nursery.start_soon(uapi.serve, listener, interface, path, log)
-            log.verbose("UAPI listener started")
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            # main() blocked SIGTERM until trio could take it: one that came
+            # since (a stop right after a start) is delivered now
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+            async with trio.open_nursery() as nursery:
+                await nursery.start(drain)  # log lines queue for it, never blocking the loop
+                await nursery.start(interface.run)
+                nursery.start_soon(uapi.serve, listener, interface, path, log)
+                log.verbose("UAPI listener started")
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     break
@@ -107,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     except TunError as exc:
         log.error(f"Failed to create TUN device: {exc.strerror or exc}")
         return 1
+    # the UAPI socket answers before trio's signal receiver is open: a SIGTERM
+    # in between waits for it (run_daemon unblocks it) instead of killing us
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
         link.configure(tun.name, mtu=DEFAULT_MTU)
         listener = uapi.listen(tun.name)
