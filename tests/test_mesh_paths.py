@@ -29,6 +29,15 @@ V6 = ("2001:db8:9::7", 51820)
 R = b"r" * 32
 
 
+def direct_after_relay() -> Path:
+    """A session that began through the relay, then went direct to A (its probe
+    answered at T + 0.1 in 20 ms)."""
+    path = Path([A], LOCAL, T, relay=R)
+    path.on_handshake(Relay(R), T)
+    path.on_pong(A, 0.02, T + 0.1)
+    return path
+
+
 def test_local_networks_classify_order_and_rank_candidates() -> None:
     assert LOCAL.classify("192.168.1.20") is PathState.LAN
     assert LOCAL.classify("10.9.9.9") is PathState.LAN  # private
@@ -126,9 +135,7 @@ def test_a_lan_path_is_kept_when_a_handshake_comes_through_the_relay() -> None:
 def test_a_quiet_path_gives_way_at_once_to_the_members_new_address() -> None:
     # the member's NAT came back on another address: its data arrives from there
     # (WireGuard roamed) while the old path has missed its heartbeat
-    path = Path([A], LOCAL, T, relay=R)
-    path.on_handshake(Relay(R), T)
-    path.on_pong(A, 0.02, T + 0.1)
+    path = direct_after_relay()
     assert path.on_roamed(C, T + 3) == PathUpdate(endpoint=A)  # A answers: keep it
     path.on_timer(T + 0.1 + HEARTBEAT)  # a heartbeat goes to A, and is not answered
     later = T + 0.1 + HEARTBEAT + QUIET_GRACE + 0.5
@@ -138,9 +145,7 @@ def test_a_quiet_path_gives_way_at_once_to_the_members_new_address() -> None:
 
 
 def test_a_silent_direct_path_falls_back_to_the_relay_and_punches_again() -> None:
-    path = Path([A], LOCAL, T, relay=R)
-    path.on_handshake(Relay(R), T)
-    path.on_pong(A, 0.02, T + 0.1)
+    path = direct_after_relay()
     t = T + 0.1
     while path.device != Relay(R):
         t = path.deadline() or t + 1
@@ -252,9 +257,7 @@ def test_the_transition_table_is_enforced() -> None:
 
 
 def test_a_member_writing_through_the_relay_does_not_move_a_direct_path() -> None:
-    path = Path([A], LOCAL, T, relay=R)
-    path.on_handshake(Relay(R), T)
-    path.on_pong(A, 0.02, T + 0.1)
+    path = direct_after_relay()
     assert path.on_roamed(Relay(R), T + 0.2) == PathUpdate(endpoint=A)
     assert path.state is PathState.DIRECT and path.device == A
 
@@ -263,9 +266,7 @@ def test_a_handshake_through_the_relay_does_not_move_a_direct_path() -> None:
     # the member's own path fell back to the relay (its address changed): the
     # device roamed to the relay on the handshake, and the direct path must take
     # it back, or status says direct while the traffic goes relayed
-    path = Path([A], LOCAL, T, relay=R)
-    path.on_handshake(Relay(R), T)
-    path.on_pong(A, 0.02, T + 0.1)
+    path = direct_after_relay()
     assert path.on_handshake(Relay(R), T + 0.2) == PathUpdate(endpoint=A)
     assert path.state is PathState.DIRECT and path.device == A and path.endpoint == A
     # long after the direct path last answered, the member's handshake through
